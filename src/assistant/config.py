@@ -1,0 +1,109 @@
+"""One typed settings object for the whole assistant.
+
+Every knob is an environment variable with the ``ASSISTANT_`` prefix (for example
+``ASSISTANT_INDEX_DIR``), so deployments configure the assistant without code changes.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    """The repository root when running from a checkout, else the working directory."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "ingest" / "sources").is_dir():
+            return parent
+    return Path.cwd()
+
+
+class Settings(BaseSettings):
+    """Configuration, read from ``ASSISTANT_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="ASSISTANT_", extra="ignore")
+
+    # --- data and artefacts -------------------------------------------------------------
+    home: Path = Field(default_factory=_default_home, description="Project root holding ingest/, index/, eval/.")
+    sources_dir: Path | None = Field(None, description="Folder with the source text and manifest.json.")
+    annotations_dir: Path | None = Field(None, description="Folder with the reviewed English annotations.")
+    index_dir: Path | None = Field(None, description="Where the built index lives.")
+    eval_dir: Path | None = Field(None, description="Eval set and reports.")
+    feedback_db: Path | None = Field(None, description="SQLite file for 👍/👎 feedback.")
+
+    # --- retrieval ----------------------------------------------------------------------
+    embedders: list[str] = Field(
+        default=["use", "e5"],
+        description="Dense retrievers: 'use' (USE multilingual v3), 'e5' (multilingual-e5-small), "
+        "'st' (sentence-transformers model from ASSISTANT_ST_MODEL_PATH).",
+    )
+    st_model_path: Path | None = Field(None, description="Local sentence-transformers model folder.")
+    reranker_path: Path | None = Field(None, description="Local sentence-transformers CrossEncoder folder.")
+    bm25: bool = True
+    fusion: Literal["rrf", "score"] = "rrf"
+    rrf_k: int = Field(60, ge=1)
+    fusion_weights: dict[str, float] = Field(
+        default={"bm25": 1.0, "use": 1.0, "e5": 1.0, "st": 1.0},
+        description="Per-retriever weight in fusion.",
+    )
+    candidates_per_retriever: int = Field(30, ge=1, le=500)
+    embedder_threads: int = Field(1, ge=1, le=64, description="Threads per embedder (two share two cores).")
+    lookup: bool = True
+
+    # --- optional generative answers -----------------------------------------------------
+    llm_base_url: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_api_key: str = "not-needed"
+    llm_timeout: float = Field(20.0, gt=0)
+
+    # --- service ------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(7860, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=32)
+    api_key: str | None = None
+    max_body_bytes: int = Field(64_000, ge=1_024)
+    rate_limit_per_minute: int = Field(0, ge=0, description="Per-client requests per minute; 0 = unlimited.")
+    cors_origins: list[str] = Field(default_factory=list)
+    log_feedback_text: bool = False
+    conversation_max: int = Field(1000, ge=1)
+    conversation_ttl_seconds: int = Field(3600, ge=1)
+    conversation_turns: int = Field(10, ge=1)
+
+    @field_validator("embedders", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    # Derived paths: explicit settings win, otherwise they hang off ``home``.
+    @property
+    def sources_path(self) -> Path:
+        return self.sources_dir or self.home / "ingest" / "sources"
+
+    @property
+    def annotations_path(self) -> Path:
+        return self.annotations_dir or self.home / "ingest" / "annotations"
+
+    @property
+    def index_path(self) -> Path:
+        return self.index_dir or self.home / "index"
+
+    @property
+    def eval_path(self) -> Path:
+        return self.eval_dir or self.home / "eval"
+
+    @property
+    def feedback_path(self) -> Path:
+        return self.feedback_db or self.home / "var" / "feedback.sqlite3"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings (read once from the environment)."""
+    return Settings()
