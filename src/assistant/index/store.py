@@ -1,0 +1,282 @@
+"""Build, persist and load the index under ``index/``.
+
+Layout::
+
+    index/current -> builds/<stamp>      (a symlink, swapped atomically)
+    index/builds/<stamp>/manifest.json   embedders and versions, corpus sha256, file checksums
+    index/builds/<stamp>/docstore.json   llama-index docstore of the units
+    index/builds/<stamp>/dense/<name>.faiss + <name>.views.json
+    index/builds/<stamp>/bm25/...
+
+A build writes into ``builds/.tmp-*`` and publishes by replacing the ``current`` symlink
+(``os.replace`` is atomic), so a build killed midway leaves the previous index untouched.
+Loading verifies the manifest: a stale index (other corpus or embedders) or a corrupt one
+(missing or altered files) is never used silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from llama_index.core.schema import TextNode
+from llama_index.core.storage.docstore import SimpleDocumentStore
+from llama_index.vector_stores.faiss import FaissVectorStore
+
+from assistant.config import Settings
+from assistant.index.embedders import OfflineEmbedding, available_embedders
+from assistant.index.sparse import SparseIndex
+from assistant.index.units import sparse_text, unit_nodes, unit_views
+from assistant.ingest.corpus import corpus_records, load_corpus
+from assistant.ingest.models import Corpus
+
+log = logging.getLogger(__name__)
+
+INDEX_FORMAT = 3  # bump when the unit representation or the layout changes
+
+
+class IndexProblem(RuntimeError):
+    """Base of index problems; the message says what to do."""
+
+
+class IndexMissing(IndexProblem):
+    pass
+
+
+class IndexStale(IndexProblem):
+    pass
+
+
+class IndexCorrupt(IndexProblem):
+    pass
+
+
+def corpus_fingerprint(corpus: Corpus) -> str:
+    payload = json.dumps(corpus_records(corpus), ensure_ascii=False, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class DenseIndex:
+    """One embedder's FAISS index over the unit views (zh and en rows per unit)."""
+
+    embedder: OfflineEmbedding
+    store: FaissVectorStore
+    view_units: list[str]  # row -> unit id
+
+    def unit_scores(self, query_vector: np.ndarray, unit_index: dict[str, int]) -> np.ndarray:
+        """Best cosine similarity per unit (max over its views), in ``unit_index`` order."""
+        faiss_index = self.store.client
+        sims, rows = faiss_index.search(query_vector.reshape(1, -1).astype(np.float32), faiss_index.ntotal)
+        best = np.full(len(unit_index), -1.0, dtype=np.float32)
+        for sim, row in zip(sims[0], rows[0], strict=True):
+            if row >= 0:
+                position = unit_index[self.view_units[row]]
+                if sim > best[position]:
+                    best[position] = sim
+        return best
+
+
+@dataclass
+class LoadedIndex:
+    folder: Path
+    manifest: dict
+    nodes: list[TextNode]
+    dense: dict[str, DenseIndex]
+    sparse: SparseIndex | None
+    unit_index: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.unit_index = {node.node_id: i for i, node in enumerate(self.nodes)}
+
+    def node(self, unit_id: str) -> TextNode | None:
+        position = self.unit_index.get(unit_id)
+        return None if position is None else self.nodes[position]
+
+
+def _index_config(settings: Settings, embedders: dict[str, OfflineEmbedding]) -> dict:
+    return {"format": INDEX_FORMAT, "embedders": sorted(embedders), "bm25": settings.bm25,
+            "st_model_path": str(settings.st_model_path) if "st" in embedders else None}
+
+
+def build_index(
+    settings: Settings,
+    corpus: Corpus | None = None,
+    embedders: dict[str, OfflineEmbedding] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    before_publish: Callable[[Path], None] | None = None,
+) -> Path:
+    """Build every configured index into a temporary folder, then publish it atomically."""
+    corpus = corpus or load_corpus(settings)
+    embedders = embedders if embedders is not None else available_embedders(settings)
+    root = settings.index_path
+    builds = root / "builds"
+    builds.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+    tmp = builds / f".tmp-{stamp}"
+    tmp.mkdir()
+    started = time.perf_counter()
+    report = progress or (lambda stage, done, total: None)
+    try:
+        nodes = unit_nodes(corpus)
+        views = unit_views(corpus)
+        docstore = SimpleDocumentStore()
+        docstore.add_documents(nodes)
+        docstore.persist(str(tmp / "docstore.json"))
+        (tmp / "dense").mkdir()
+        embedder_info = []
+        for step, (name, embedder) in enumerate(embedders.items()):
+            report(f"embedding ({name})", step, len(embedders) + 1)
+            vectors = embedder.encode_passages([v.text for v in views])
+            import faiss
+
+            store = FaissVectorStore(faiss_index=faiss.IndexFlatIP(vectors.shape[1]))
+            store.add([TextNode(id_=f"{v.unit_id}#{v.lang}", text=v.text, embedding=vec.tolist())
+                       for v, vec in zip(views, vectors, strict=True)])
+            store.persist(str(tmp / "dense" / f"{name}.faiss"))
+            (tmp / "dense" / f"{name}.views.json").write_text(
+                json.dumps([v.unit_id for v in views]), encoding="utf-8")
+            embedder_info.append(embedder.describe())
+        report("bm25", len(embedders), len(embedders) + 1)
+        if settings.bm25:
+            SparseIndex.build([n.node_id for n in nodes], [sparse_text(n) for n in nodes]).save(tmp / "bm25")
+        report("done", len(embedders) + 1, len(embedders) + 1)
+
+        files = {str(p.relative_to(tmp)): _file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        manifest = {
+            **_index_config(settings, embedders),
+            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "build_seconds": round(time.perf_counter() - started, 3),
+            "doc_number": corpus.meta.doc_number,
+            "source_sha256": corpus.source_sha256,
+            "corpus_sha256": corpus_fingerprint(corpus),
+            "units": len(nodes),
+            "views": len(views),
+            "embedder_info": embedder_info,
+            "files": files,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
+        if before_publish is not None:
+            before_publish(tmp)
+        final = builds / stamp
+        tmp.rename(final)
+        _publish(root, final)
+        return final
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _publish(root: Path, build: Path) -> None:
+    link = root / "current"
+    staging = root / f".current-{os.getpid()}"
+    if staging.is_symlink() or staging.exists():
+        staging.unlink()
+    staging.symlink_to(build.relative_to(root))
+    os.replace(staging, link)
+    _prune(root, keep={build.name})
+
+
+def _prune(root: Path, keep: set[str]) -> None:
+    """Remove older builds and dead temporaries, keeping the live one and its predecessor."""
+    builds = sorted((p for p in (root / "builds").iterdir() if p.is_dir() and not p.name.startswith(".tmp-")),
+                    key=lambda p: p.name)
+    for old in builds[:-2]:
+        if old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)
+    for tmp in (root / "builds").glob(".tmp-*"):
+        # a temporary of a live build by another process is young; one left by a killed build is old
+        if time.time() - tmp.stat().st_mtime > 3600:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def current_build(settings: Settings) -> Path:
+    link = settings.index_path / "current"
+    if not link.exists():
+        raise IndexMissing(f"no index at {settings.index_path}; build it with `policy-assistant ingest`")
+    return link.resolve()
+
+
+def read_manifest(folder: Path) -> dict:
+    path = folder / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise IndexCorrupt(f"index manifest missing in {folder}; rebuild with `policy-assistant ingest`") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IndexCorrupt(f"index manifest {path} is unreadable ({exc}); rebuild with `policy-assistant ingest`"
+                           ) from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise IndexCorrupt(f"index manifest {path} is malformed; rebuild with `policy-assistant ingest`")
+    return manifest
+
+
+def verify(folder: Path, settings: Settings, corpus: Corpus) -> dict:
+    """Check an index folder against its manifest and the current corpus and settings."""
+    manifest = read_manifest(folder)
+    for name, checksum in manifest["files"].items():
+        path = folder / name
+        if not path.is_file():
+            raise IndexCorrupt(f"index file {name} is missing; rebuild with `policy-assistant ingest`")
+        if _file_sha256(path) != checksum:
+            raise IndexCorrupt(f"index file {name} does not match its checksum; rebuild with "
+                               "`policy-assistant ingest`")
+    if manifest.get("format") != INDEX_FORMAT:
+        raise IndexStale(f"index format {manifest.get('format')} is not the current {INDEX_FORMAT}")
+    if manifest.get("corpus_sha256") != corpus_fingerprint(corpus):
+        raise IndexStale("index was built from another version of the corpus or annotations")
+    wanted = set(settings.embedders)
+    built = set(manifest.get("embedders", []))
+    if not built <= wanted or "use" in wanted - built:
+        raise IndexStale(f"index has embedders {sorted(built)}, settings ask for {sorted(wanted)}")
+    if bool(manifest.get("bm25")) != settings.bm25:
+        raise IndexStale("index BM25 setting differs from the configuration")
+    return manifest
+
+
+def load_index(settings: Settings, corpus: Corpus | None = None,
+               embedders: dict[str, OfflineEmbedding] | None = None, folder: Path | None = None) -> LoadedIndex:
+    """Load and verify the published index (or ``folder``); raises IndexMissing/Stale/Corrupt."""
+    import faiss
+
+    corpus = corpus or load_corpus(settings)
+    folder = folder or current_build(settings)
+    manifest = verify(folder, settings, corpus)
+    try:
+        docstore = SimpleDocumentStore.from_persist_path(str(folder / "docstore.json"))
+        nodes = [docstore.get_node(uid) for uid in (n.node_id for n in unit_nodes(corpus))]
+        embedders = embedders if embedders is not None else available_embedders(settings)
+        dense = {}
+        for name in manifest["embedders"]:
+            if name not in embedders:
+                log.warning("index has %s vectors but the embedder is unavailable here; skipping it", name)
+                continue
+            store = FaissVectorStore(faiss_index=faiss.read_index(str(folder / "dense" / f"{name}.faiss")))
+            view_units = json.loads((folder / "dense" / f"{name}.views.json").read_text(encoding="utf-8"))
+            if store.client.ntotal != len(view_units) or store.client.d != embedders[name].dim:
+                raise IndexCorrupt(f"{name} vectors do not match the embedder; rebuild with `policy-assistant ingest`")
+            dense[name] = DenseIndex(embedders[name], store, view_units)
+        sparse = SparseIndex.load(folder / "bm25") if manifest.get("bm25") else None
+    except (ValueError, KeyError, RuntimeError, OSError) as exc:
+        if isinstance(exc, IndexProblem):
+            raise
+        raise IndexCorrupt(f"index in {folder} cannot be read ({exc}); rebuild with `policy-assistant ingest`"
+                           ) from exc
+    return LoadedIndex(folder=folder, manifest=manifest, nodes=nodes, dense=dense, sparse=sparse)

@@ -1,0 +1,90 @@
+"""Index units: every annex task and every body section, as llama-index nodes.
+
+A unit is what search returns and what answers cite. Headings are never units of their own
+(short title units attract dense retrievers and push real answers down); they travel as
+context inside their section. Each unit has a Chinese and an English *view*: dense
+retrievers embed both and keep the better score per unit, so an English question can meet
+the English rendering and a Chinese one the original wording.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llama_index.core.schema import TextNode
+
+from assistant.ingest.models import Corpus, Section, Task
+
+VIEWS = ("zh", "en")
+
+
+@dataclass(frozen=True)
+class View:
+    unit_id: str
+    lang: str
+    text: str
+
+
+def task_id(number: int) -> str:
+    return f"task:{number}"
+
+
+def section_id(section: str) -> str:
+    return f"section:{section}"
+
+
+def _section_label(section: Section) -> str:
+    return " / ".join(section.heading_path)
+
+
+def task_views(task: Task) -> list[View]:
+    """The task text prefixed with its category, in both languages."""
+    uid = task_id(task.number)
+    return [View(uid, "zh", f"{task.category}：{task.text}"),
+            View(uid, "en", f"{task.category_en}: {task.text_en}")]
+
+
+def section_views(section: Section) -> list[View]:
+    uid = section_id(section.id)
+    headings = "，".join(section.heading_path[1:]) or section.heading_path[0]
+    views = [View(uid, "zh", f"{headings}：{section.text}")]
+    if section.text_en:
+        views.append(View(uid, "en", f"{section.heading_en}: {section.text_en}"))
+    return views
+
+
+def unit_nodes(corpus: Corpus) -> list[TextNode]:
+    """One llama-index node per unit, with the metadata answers and citations need."""
+    nodes: list[TextNode] = []
+    for task in corpus.tasks:
+        nodes.append(TextNode(
+            id_=task_id(task.number), text=task.text,
+            metadata={"kind": "task", "task": task.number, "category_no": task.category_no,
+                      "category": task.category, "category_en": task.category_en, "text_en": task.text_en,
+                      "differentiated": task.differentiated, "section": task.category},
+        ))
+    for section in corpus.sections:
+        nodes.append(TextNode(
+            id_=section_id(section.id), text=section.text,
+            metadata={"kind": "section", "task": None, "section_id": section.id,
+                      "heading_path": section.heading_path, "heading_en": section.heading_en,
+                      "text_en": section.text_en or None, "tasks": section.tasks,
+                      "section": _section_label(section)},
+        ))
+    return nodes
+
+
+def unit_views(corpus: Corpus) -> list[View]:
+    views = [v for task in corpus.tasks for v in task_views(task)]
+    views += [v for section in corpus.sections for v in section_views(section)]
+    return views
+
+
+def sparse_text(node: TextNode) -> str:
+    """What BM25 indexes for a unit: the Chinese text, its heading or category, and the English."""
+    meta = node.metadata
+    if meta["kind"] == "task":
+        parts = [meta["category"], node.text, meta["category_en"], meta["text_en"]]
+    else:
+        parts = [*meta["heading_path"][1:], node.text, meta["heading_en"], meta["text_en"] or ""]
+    return "\n".join(p for p in parts if p)

@@ -1,0 +1,107 @@
+"""Does the plan cover the question? A small calibrated classifier over retrieval evidence.
+
+Features are what the retrievers already computed: each dense retriever's best cosine and its
+margin over the runner-up pack, BM25's best score, and whether the retrievers agree on the top
+unit. A logistic regression is fitted on the *dev* split of the eval set (never the test
+split) and its threshold chosen so that at most ``max_false_flag`` of in-scope dev questions
+are flagged; the result is stored beside the index it was calibrated for.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+CALIBRATION_FILE = "scope.json"
+
+
+def evidence_features(scores: Mapping[str, np.ndarray], lang: str) -> dict[str, float]:
+    """Scalar evidence from per-retriever unit scores (arrays over all units)."""
+    features: dict[str, float] = {"lang_en": 1.0 if lang == "en" else 0.0}
+    tops: list[int] = []
+    for name, values in sorted(scores.items()):
+        if values.size == 0:
+            continue
+        order = np.argsort(-values)
+        best = float(values[order[0]])
+        pack = values[order[1:6]] if values.size > 1 else values[order[:1]]
+        tops.append(int(order[0]))
+        if name == "bm25":
+            features["bm25_top"] = math.log1p(max(best, 0.0))
+            features["bm25_margin"] = math.log1p(max(best, 0.0)) - math.log1p(max(float(pack.mean()), 0.0))
+        else:
+            features[f"{name}_top"] = best
+            features[f"{name}_margin"] = best - float(pack.mean())
+    features["agree"] = 1.0 if tops and len(set(tops)) == 1 else 0.0
+    return features
+
+
+@dataclass
+class ScopeModel:
+    """A logistic model over :func:`evidence_features`; ``score`` is P(in scope)."""
+
+    feature_names: list[str]
+    coef: list[float]
+    intercept: float
+    mean: list[float]
+    scale: list[float]
+    threshold: float
+    fitted_on: dict = field(default_factory=dict)
+
+    def score(self, features: Mapping[str, float]) -> float:
+        x = np.array([features.get(n, 0.0) for n in self.feature_names], dtype=np.float64)
+        z = (x - np.array(self.mean)) / np.array(self.scale)
+        logit = float(z @ np.array(self.coef) + self.intercept)
+        return 1.0 / (1.0 + math.exp(-max(min(logit, 50.0), -50.0)))
+
+    def in_scope(self, features: Mapping[str, float]) -> tuple[bool, float]:
+        probability = self.score(features)
+        return probability >= self.threshold, probability
+
+    def save(self, folder: Path) -> None:
+        (folder / CALIBRATION_FILE).write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: Path) -> ScopeModel | None:
+        path = folder / CALIBRATION_FILE
+        if not path.exists():
+            return None
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def fit_scope_model(rows: Sequence[Mapping[str, float]], labels: Sequence[bool],
+                    max_false_flag: float = 0.05) -> ScopeModel:
+    """Fit on dev questions (label True = in scope) and pick the decision threshold.
+
+    The threshold is the highest one that still keeps flagged in-scope questions at or
+    below ``max_false_flag``: it flags as many out-of-scope questions as that allows.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    names = sorted({k for row in rows for k in row})
+    x = np.array([[row.get(n, 0.0) for n in names] for row in rows], dtype=np.float64)
+    y = np.array(labels, dtype=int)
+    if len(set(y.tolist())) < 2:
+        raise ValueError("scope calibration needs both in-scope and out-of-scope dev questions")
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0
+    model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000)
+    model.fit((x - mean) / scale, y)
+    probabilities = model.predict_proba((x - mean) / scale)[:, 1]
+    in_scope_probs = np.sort(probabilities[y == 1])
+    allowed = int(math.floor(max_false_flag * len(in_scope_probs)))
+    # flag everything strictly below the (allowed+1)-th lowest in-scope probability
+    threshold = float(in_scope_probs[allowed]) if allowed < len(in_scope_probs) else 0.5
+    flagged = probabilities < threshold
+    return ScopeModel(
+        feature_names=names, coef=model.coef_[0].tolist(), intercept=float(model.intercept_[0]),
+        mean=mean.tolist(), scale=scale.tolist(), threshold=threshold,
+        fitted_on={"questions": len(y), "out_of_scope": int((y == 0).sum()),
+                   "dev_oos_recall": float(flagged[y == 0].mean()) if (y == 0).any() else None,
+                   "dev_false_flag_rate": float(flagged[y == 1].mean())},
+    )
