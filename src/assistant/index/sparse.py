@@ -16,12 +16,21 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-_ZH_STOP = set(
-    ["的", "了", "和", "与", "及", "或", "等", "在", "对", "为", "是", "把", "被", "将", "于", "以", "及其", "并", "其", "之", "也", "都", "而", "就", "吗", "呢", "吧", "啊", "嘛", "呀", "么", "我", "你", "他", "她", "它", "我们", "你们", "他们", "这", "那", "这个", "那个", "哪", "哪些", "什么", "怎么", "怎样", "如何", "多少", "是否", "能", "能否", "可以", "可不可以", "会", "要", "想", "请问", "一下", "有", "有没有", "没有", "还", "又", "个", "些", "吗?", "么", "呢", "啥", "咋", "哦", "嗯", "里", "上", "中", "下", "相关", "有关", "问", "请", "问下", "知道"]
-)
-_EN_STOP = set(
-    ["a", "an", "the", "and", "or", "of", "to", "in", "on", "for", "with", "by", "at", "from", "as", "is", "are", "be", "can", "could", "do", "does", "did", "will", "would", "should", "may", "might", "must", "i", "we", "you", "it", "its", "they", "them", "their", "our", "your", "my", "this", "that", "these", "those", "what", "which", "who", "whom", "how", "when", "where", "why", "there", "here", "any", "some", "about", "into", "than", "then", "so", "if", "not", "no", "yes", "also", "just", "get", "got", "there's", "it's", "is", "xiamen's", "me", "us"]
-)
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# Function words that carry no topic: dropping them keeps BM25 on what the question is about.
+_ZH_STOP = _words("""
+    的 了 和 与 及 或 等 在 对 为 是 把 被 将 于 以 及其 并 其 之 也 都 而 就 吗 呢 吧 啊 嘛 呀 么 我 你 他 她 它
+    我们 你们 他们 这 那 这个 那个 哪 哪些 什么 怎么 怎样 如何 多少 是否 能 能否 可以 可不可以 会 要 想 请问 一下
+    有 有没有 没有 还 又 个 些 啥 咋 哦 嗯 里 上 中 下 相关 有关 问 请 问下 知道
+""")
+_EN_STOP = _words("""
+    a an the and or of to in on for with by at from as is are be can could do does did will would should may
+    might must i we you it its they them their our your my this that these those what which who whom how when
+    where why there here any some about into than then so if not no yes also just get got me us
+""")
 _TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*|[\u3400-\u9fff]+")
 _CJK_RUN = re.compile(r"[\u3400-\u9fff]")
 

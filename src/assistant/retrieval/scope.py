@@ -94,7 +94,7 @@ def fit_scope_model(rows: Sequence[Mapping[str, float]], labels: Sequence[bool],
     model.fit((x - mean) / scale, y)
     probabilities = model.predict_proba((x - mean) / scale)[:, 1]
     in_scope_probs = np.sort(probabilities[y == 1])
-    allowed = int(math.floor(max_false_flag * len(in_scope_probs)))
+    allowed = math.floor(max_false_flag * len(in_scope_probs))
     # flag everything strictly below the (allowed+1)-th lowest in-scope probability
     threshold = float(in_scope_probs[allowed]) if allowed < len(in_scope_probs) else 0.5
     flagged = probabilities < threshold
