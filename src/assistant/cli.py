@@ -79,5 +79,106 @@ def task(number: int = typer.Argument(..., help="Annex task number, e.g. 17.")) 
     typer.echo(format_task_card(number))
 
 
+def _progress_bar():
+    """A rich progress callback for index builds (on stderr, so stdout stays clean)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                        console=Console(stderr=True), transient=False)
+    state: dict[str, Any] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        if "task" not in state:
+            progress.start()
+            state["task"] = progress.add_task("building index", total=total)
+        progress.update(state["task"], completed=done, description=f"building index: {stage}")
+        if done >= total:
+            progress.stop()
+
+    return report
+
+
+def load_engine(rebuild: str = "if_needed"):
+    """The search engine, building the index when it is missing or stale."""
+    from assistant.index.store import IndexProblem
+    from assistant.retrieval.engine import SearchEngine
+
+    try:
+        return SearchEngine.load(get_settings(), rebuild=rebuild, progress=_progress_bar())
+    except IndexProblem as exc:
+        raise UserError(f"{exc} (or pass --rebuild)") from exc
+
+
+@app.command()
+@friendly_errors
+def ingest(
+    if_needed: bool = typer.Option(False, "--if-needed", help="Only build when the index is missing or stale."),
+) -> None:
+    """Build the index (embeddings, FAISS, BM25, scope calibration) under index/."""
+    import time
+
+    started = time.perf_counter()
+    engine = load_engine("if_needed" if if_needed else "always")
+    manifest = engine.index.manifest
+    typer.echo(
+        f"index ready: {manifest['units']} units, embedders {', '.join(manifest['embedders'])}"
+        f"{', bm25' if manifest['bm25'] else ''}; built {manifest['built_at']} "
+        f"({time.perf_counter() - started:.1f} s) at {engine.index.folder}",
+        err=True,
+    )
+
+
+def _print_search(result, top_k: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    scope = "in scope" if result.in_scope else "NOT COVERED by the plan (nearest tasks shown as possibly related)"
+    console.print(f"[bold]{result.query}[/bold]  ({result.lang}, {scope}, confidence {result.confidence:.2f})")
+    if result.message:
+        console.print(result.message)
+    table = Table(show_lines=True)
+    for column in ("#", "unit", "category / section", "score", "text", "found by"):
+        table.add_column(column)
+    for rank, hit in enumerate(result.hits[:top_k], start=1):
+        unit = f"第{hit.task}项 / Task {hit.task}" if hit.task else hit.section_id
+        text = hit.text if not hit.text_en else f"{hit.text}\n\n{hit.text_en}"
+        found = "lookup" if hit.lookup else ", ".join(f"{k}#{v}" for k, v in sorted(hit.retrievers.items()))
+        table.add_row(str(rank), unit, hit.section, f"{hit.score:.4f}", text, found)
+    console.print(table)
+
+
+@app.command()
+@friendly_errors
+def search(
+    query: str = typer.Argument(..., help="The question, or - to read one question per line from stdin."),
+    top_k: int = typer.Option(10, "--top-k", min=1, max=50, help="How many results."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per line with -)."),
+    retrievers: str | None = typer.Option(None, help="Comma-separated subset, e.g. bm25,use."),
+) -> None:
+    """Search the plan: ranked tasks and passages with scores and the retrievers that found them."""
+    engine = load_engine()
+    names = [n.strip() for n in retrievers.split(",")] if retrievers else None
+    if names:
+        unknown = [n for n in names if n not in engine.retriever_names]
+        if unknown:
+            raise UserError(f"unknown retrievers {unknown}; available: {engine.retriever_names}")
+    questions = (line.rstrip("\n") for line in sys.stdin) if query == "-" else iter([query])
+    for question in questions:
+        if not question.strip():
+            if query == "-":  # keep one output line per input line
+                _print_json_line({"query": question, "in_scope": False, "results": [],
+                                  "error": "empty question"})
+                continue
+            raise UserError("the question is empty")
+        result = engine.search(question, top_k=top_k, retrievers=names)
+        if as_json or query == "-":
+            _print_json_line(result.to_json())
+            sys.stdout.flush()
+        else:
+            _print_search(result, top_k)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

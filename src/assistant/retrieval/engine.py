@@ -1,0 +1,329 @@
+"""Hybrid search: dense (USE, e5, sentence-transformers) + BM25, fused, with lookup and scope.
+
+``SearchEngine`` is the one entry point the answer layer, the CLI, the API and the eval use.
+It loads models and the index once; ``search`` is thread-safe (each embedder is guarded by
+a lock, since the C and BLAS engines are not re-entrant) and caches query embeddings.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from llama_index.core import QueryBundle
+from llama_index.core.retrievers import BaseRetriever
+from llama_index.core.schema import NodeWithScore
+
+from assistant.config import Settings, get_settings
+from assistant.index.embedders import OfflineEmbedding, available_embedders
+from assistant.index.store import (
+    IndexCorrupt,
+    IndexMissing,
+    IndexProblem,
+    IndexStale,
+    LoadedIndex,
+    build_index,
+    load_index,
+)
+from assistant.ingest.corpus import load_corpus
+from assistant.ingest.models import Corpus
+from assistant.retrieval.fusion import fuse
+from assistant.retrieval.lookup import Lookup, find_task_references
+from assistant.retrieval.scope import ScopeModel, evidence_features
+from assistant.text import detect_language
+
+log = logging.getLogger(__name__)
+
+RebuildPolicy = Literal["never", "if_needed", "always"]
+
+
+@dataclass
+class Hit:
+    """One ranked unit: a task or a body section."""
+
+    unit_id: str
+    task: int | None
+    section: str  # the task's category, or the section's heading path
+    text: str
+    text_en: str | None
+    score: float
+    retrievers: dict[str, int] = field(default_factory=dict)  # retriever -> rank where it found the unit
+    kind: str = "task"
+    category_no: int | None = None
+    section_id: str | None = None
+    linked_tasks: list[int] = field(default_factory=list)
+    lookup: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task": self.task, "section": self.section, "text": self.text, "text_en": self.text_en,
+                "score": round(float(self.score), 6), "unit_id": self.unit_id, "kind": self.kind,
+                "category_no": self.category_no, "section_id": self.section_id,
+                "retrievers": self.retrievers, "linked_tasks": self.linked_tasks}
+
+
+@dataclass
+class SearchResult:
+    query: str
+    lang: str
+    in_scope: bool
+    confidence: float
+    hits: list[Hit]
+    lookup: Lookup
+    timings_ms: dict[str, float]
+    features: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def message(self) -> str | None:
+        """A plain statement for lookups of numbers the annex does not have."""
+        if self.lookup.invalid and not self.lookup.valid:
+            numbers = "、".join(str(n) for n in self.lookup.invalid)
+            return (f"没有第{numbers}项任务 / There is no task {', '.join(map(str, self.lookup.invalid))} "
+                    "in the annex.")
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        data = {"query": self.query, "in_scope": self.in_scope, "lang": self.lang,
+                "confidence": round(self.confidence, 4), "results": [h.to_json() for h in self.hits]}
+        if self.lookup:
+            data["lookup"] = {"requested": self.lookup.requested, "invalid": self.lookup.invalid}
+        if self.message:
+            data["message"] = self.message
+        return data
+
+
+class DenseRetriever(BaseRetriever):
+    """llama-index retriever over one embedder's FAISS index (best view per unit)."""
+
+    def __init__(self, name: str, index: LoadedIndex) -> None:
+        super().__init__()
+        self.name = name
+        self._dense = index.dense[name]
+        self._index = index
+        self._lock = threading.Lock()
+        self._cached = lru_cache(maxsize=4096)(self._encode)
+
+    @property
+    def embedder(self) -> OfflineEmbedding:
+        return self._dense.embedder
+
+    def _encode(self, query: str) -> np.ndarray:
+        with self._lock:
+            return self._dense.embedder.encode_queries([query])[0]
+
+    def unit_scores(self, query: str) -> np.ndarray:
+        return self._dense.unit_scores(self._cached(query), self._index.unit_index)
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return _top_nodes(self._index, self.unit_scores(query_bundle.query_str), 10)
+
+
+class SparseRetriever(BaseRetriever):
+    """llama-index retriever over the bm25s index (jieba + English word tokens)."""
+
+    name = "bm25"
+
+    def __init__(self, index: LoadedIndex) -> None:
+        super().__init__()
+        self._index = index
+        self._sparse = index.sparse
+        order = {uid: i for i, uid in enumerate(index.sparse.unit_ids)}
+        self._to_units = np.array([order[n.node_id] for n in index.nodes])
+
+    def unit_scores(self, query: str) -> np.ndarray:
+        return self._sparse.scores(query)[self._to_units]
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return _top_nodes(self._index, self.unit_scores(query_bundle.query_str), 10)
+
+
+def _top_nodes(index: LoadedIndex, scores: np.ndarray, k: int) -> list[NodeWithScore]:
+    order = np.argsort(-scores)[:k]
+    return [NodeWithScore(node=index.nodes[i], score=float(scores[i])) for i in order]
+
+
+class Reranker:
+    """Optional sentence-transformers CrossEncoder from a local folder."""
+
+    def __init__(self, path: Path) -> None:
+        from sentence_transformers import CrossEncoder  # lazy: torch only when configured
+
+        self._model = CrossEncoder(str(path), device="cpu", local_files_only=True)
+        self._lock = threading.Lock()
+
+    def scores(self, query: str, texts: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            return np.asarray(self._model.predict([(query, t) for t in texts], show_progress_bar=False))
+
+
+def normalise_query(query: str) -> str:
+    """NFKC (full-width digits and letters to ASCII) and collapsed whitespace."""
+    return " ".join(unicodedata.normalize("NFKC", query).split())
+
+
+class SearchEngine:
+    """Loads the index and models once and answers ``search`` calls."""
+
+    def __init__(self, settings: Settings, corpus: Corpus, index: LoadedIndex,
+                 scope: ScopeModel | None = None, reranker: Reranker | None = None) -> None:
+        self.settings = settings
+        self.corpus = corpus
+        self.max_task = max(t.number for t in corpus.tasks)
+        self.reranker = reranker
+        self._state_lock = threading.Lock()
+        self._install(index, scope)
+
+    def _install(self, index: LoadedIndex, scope: ScopeModel | None) -> None:
+        retrievers: dict[str, Any] = {}
+        if index.sparse is not None:
+            retrievers["bm25"] = SparseRetriever(index)
+        for name in index.dense:
+            retrievers[name] = DenseRetriever(name, index)
+        with self._state_lock:
+            self.index = index
+            self.retrievers = retrievers
+            self.scope = scope if scope is not None else ScopeModel.load(index.folder)
+
+    # --- loading -------------------------------------------------------------------------
+    @classmethod
+    def load(cls, settings: Settings | None = None, rebuild: RebuildPolicy = "if_needed",
+             progress: Callable[[str, int, int], None] | None = None) -> SearchEngine:
+        """Load the published index; build it when missing or stale (``if_needed``).
+
+        A corrupt index is refused (``IndexCorrupt``) unless ``rebuild="always"``.
+        """
+        settings = settings or get_settings()
+        corpus = load_corpus(settings)
+        embedders = available_embedders(settings)
+        if rebuild == "always":
+            build_index(settings, corpus, embedders, progress, before_publish=calibrator(settings, corpus, embedders))
+        try:
+            index = load_index(settings, corpus, embedders)
+        except (IndexMissing, IndexStale) as exc:
+            if rebuild == "never":
+                raise
+            log.warning("%s: building the index", exc)
+            build_index(settings, corpus, embedders, progress, before_publish=calibrator(settings, corpus, embedders))
+            index = load_index(settings, corpus, embedders)
+        reranker = Reranker(settings.reranker_path) if settings.reranker_path else None
+        return cls(settings, corpus, index, reranker=reranker)
+
+    def reload(self) -> bool:
+        """Swap in a newly published index (atomically for readers); True when it changed."""
+        index = load_index(self.settings, self.corpus, {n: r.embedder for n, r in self.retrievers.items()
+                                                        if isinstance(r, DenseRetriever)})
+        if index.folder == self.index.folder:
+            return False
+        self._install(index, None)
+        return True
+
+    @property
+    def retriever_names(self) -> list[str]:
+        return list(self.retrievers)
+
+    # --- search --------------------------------------------------------------------------
+    def unit_scores(self, query: str, retrievers: Sequence[str] | None = None
+                    ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Scores of every unit per retriever, and the time each took (ms)."""
+        active = self.retrievers
+        names = list(retrievers) if retrievers is not None else list(active)
+        unknown = [n for n in names if n not in active]
+        if unknown:
+            raise ValueError(f"unknown retrievers {unknown}; available: {list(active)}")
+        scores: dict[str, np.ndarray] = {}
+        timings: dict[str, float] = {}
+        for name in names:
+            started = time.perf_counter()
+            scores[name] = active[name].unit_scores(query)
+            timings[name] = (time.perf_counter() - started) * 1000
+        return scores, timings
+
+    def search(self, query: str, top_k: int = 10, retrievers: Sequence[str] | None = None,
+               use_lookup: bool | None = None) -> SearchResult:
+        """Ranked tasks and passages for ``query``, best first, with an in-scope decision."""
+        started = time.perf_counter()
+        index, scope = self.index, self.scope  # one consistent snapshot during a swap
+        text = normalise_query(query)
+        lang = detect_language(text)
+        use_lookup = self.settings.lookup if use_lookup is None else use_lookup
+        lookup = find_task_references(text, self.max_task) if use_lookup else Lookup()
+
+        scores, timings = self.unit_scores(text, retrievers) if text else ({}, {})
+        fusion_started = time.perf_counter()
+        weights = {name: self.settings.fusion_weights.get(name, 1.0) for name in scores}
+        fused, ranks = fuse(scores, weights, method=self.settings.fusion, k=self.settings.rrf_k,
+                            depth=self.settings.candidates_per_retriever)
+        if self.reranker is not None and fused:
+            fused = self._rerank(text, fused, index)
+        timings["fusion"] = (time.perf_counter() - fusion_started) * 1000
+
+        hits = [self._hit(index, position, score, ranks.get(position, {})) for position, score in fused]
+        if lookup.valid:
+            wanted = [f"task:{n}" for n in lookup.valid]
+            top = max((h.score for h in hits), default=1.0)
+            first = [self._hit(index, index.unit_index[uid], top + len(wanted) - i, {}, is_lookup=True)
+                     for i, uid in enumerate(wanted)]
+            hits = first + [h for h in hits if h.unit_id not in wanted]
+
+        features = evidence_features(scores, lang) if scores else {}
+        if lookup:
+            in_scope, confidence = bool(lookup.valid), 1.0
+        elif not scores:
+            in_scope, confidence = False, 0.0
+        elif scope is not None:
+            in_scope, confidence = scope.in_scope(features)
+        else:
+            in_scope, confidence = True, 0.5
+        timings["total"] = (time.perf_counter() - started) * 1000
+        return SearchResult(query=query, lang=lang, in_scope=in_scope, confidence=confidence,
+                            hits=hits[:top_k], lookup=lookup, timings_ms=timings, features=features)
+
+    def _rerank(self, query: str, fused: list[tuple[int, float]], index: LoadedIndex) -> list[tuple[int, float]]:
+        head = fused[:20]
+        texts = [_display_text(index.nodes[p], "en" if detect_language(query) == "en" else "zh") for p, _ in head]
+        scores = self.reranker.scores(query, texts)
+        reranked = sorted(zip([p for p, _ in head], scores.tolist(), strict=True), key=lambda x: -x[1])
+        return reranked + fused[20:]
+
+    @staticmethod
+    def _hit(index: LoadedIndex, position: int, score: float, ranks: dict[str, int],
+             is_lookup: bool = False) -> Hit:
+        node = index.nodes[position]
+        meta = node.metadata
+        return Hit(unit_id=node.node_id, task=meta.get("task"), section=meta["section"], text=node.text,
+                   text_en=meta.get("text_en"), score=float(score), retrievers=dict(ranks), kind=meta["kind"],
+                   category_no=meta.get("category_no"), section_id=meta.get("section_id"),
+                   linked_tasks=list(meta.get("tasks") or []), lookup=is_lookup)
+
+
+def _display_text(node, lang: str) -> str:
+    meta = node.metadata
+    if lang == "en" and meta.get("text_en"):
+        return meta["text_en"]
+    return node.text
+
+
+def calibrator(settings: Settings, corpus: Corpus,
+               embedders: dict[str, OfflineEmbedding]) -> Callable[[Path], None]:
+    """A ``before_publish`` hook: calibrate the scope model on the dev split into the new build."""
+
+    def calibrate(folder: Path) -> None:
+        from assistant.retrieval.calibration import calibrate_scope
+
+        try:
+            index = load_index(settings, corpus, embedders, folder=folder)
+        except IndexProblem as exc:  # pragma: no cover - just built
+            raise IndexCorrupt(f"the new index does not load: {exc}") from exc
+        engine = SearchEngine(settings, corpus, index, scope=None)
+        model = calibrate_scope(engine, settings)
+        if model is not None:
+            model.save(folder)
+
+    return calibrate
