@@ -9,6 +9,8 @@ from functools import wraps
 from typing import Any
 
 import typer
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from assistant.config import get_settings
 from assistant.ingest.corpus import corpus_records, load_corpus
@@ -35,6 +37,9 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except (UserError, CorpusError) as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
+        except (ValidationError, SettingsError) as exc:
+            typer.secho(f"error: invalid ASSISTANT_* configuration: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2) from None
 
     return wrapper

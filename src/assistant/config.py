@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_home() -> Path:
@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     feedback_db: Path | None = Field(None, description="SQLite file for 👍/👎 feedback.")
 
     # --- retrieval ----------------------------------------------------------------------
-    embedders: list[str] = Field(
+    embedders: Annotated[list[str], NoDecode] = Field(
         default=["use", "e5"],
         description="Dense retrievers: 'use' (USE multilingual v3), 'e5' (multilingual-e5-small), "
         "'st' (sentence-transformers model from ASSISTANT_ST_MODEL_PATH).",
@@ -71,13 +71,13 @@ class Settings(BaseSettings):
     api_key: str | None = None
     max_body_bytes: int = Field(64_000, ge=1_024)
     rate_limit_per_minute: int = Field(0, ge=0, description="Per-client requests per minute; 0 = unlimited.")
-    cors_origins: list[str] = Field(default_factory=list)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_feedback_text: bool = False
     conversation_max: int = Field(1000, ge=1)
     conversation_ttl_seconds: int = Field(3600, ge=1)
     conversation_turns: int = Field(10, ge=1)
 
-    @field_validator("embedders", mode="before")
+    @field_validator("embedders", "cors_origins", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str) and not value.lstrip().startswith("["):

@@ -228,8 +228,12 @@ def read_manifest(folder: Path) -> dict:
     return manifest
 
 
-def verify(folder: Path, settings: Settings, corpus: Corpus) -> dict:
-    """Check an index folder against its manifest and the current corpus and settings."""
+def verify(folder: Path, settings: Settings, corpus: Corpus, available: set[str]) -> dict:
+    """Check an index folder against its manifest, the current corpus and the embedders here.
+
+    ``available`` are the configured embedders that run on this machine: the index must hold
+    vectors for each of them, and nothing the configuration no longer asks for.
+    """
     manifest = read_manifest(folder)
     for name, checksum in manifest["files"].items():
         path = folder / name
@@ -242,10 +246,9 @@ def verify(folder: Path, settings: Settings, corpus: Corpus) -> dict:
         raise IndexStale(f"index format {manifest.get('format')} is not the current {INDEX_FORMAT}")
     if manifest.get("corpus_sha256") != corpus_fingerprint(corpus):
         raise IndexStale("index was built from another version of the corpus or annotations")
-    wanted = set(settings.embedders)
     built = set(manifest.get("embedders", []))
-    if not built <= wanted or "use" in wanted - built:
-        raise IndexStale(f"index has embedders {sorted(built)}, settings ask for {sorted(wanted)}")
+    if available - built or built - set(settings.embedders):
+        raise IndexStale(f"index has embedders {sorted(built)}, the configuration here uses {sorted(available)}")
     if bool(manifest.get("bm25")) != settings.bm25:
         raise IndexStale("index BM25 setting differs from the configuration")
     return manifest
@@ -258,11 +261,11 @@ def load_index(settings: Settings, corpus: Corpus | None = None,
 
     corpus = corpus or load_corpus(settings)
     folder = folder or current_build(settings)
-    manifest = verify(folder, settings, corpus)
+    embedders = embedders if embedders is not None else available_embedders(settings)
+    manifest = verify(folder, settings, corpus, set(embedders))
     try:
         docstore = SimpleDocumentStore.from_persist_path(str(folder / "docstore.json"))
         nodes = [docstore.get_node(uid) for uid in (n.node_id for n in unit_nodes(corpus))]
-        embedders = embedders if embedders is not None else available_embedders(settings)
         dense = {}
         for name in manifest["embedders"]:
             if name not in embedders:
