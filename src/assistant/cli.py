@@ -185,5 +185,56 @@ def search(
             _print_search(result, top_k)
 
 
+def _print_answer(answer, as_json: bool) -> None:
+    if as_json:
+        _print_json_line(answer.to_json())
+        sys.stdout.flush()
+        return
+    if answer.resolved_query:
+        typer.secho(f"(understood as: {answer.resolved_query})", dim=True)
+    if answer.notice:
+        typer.secho(answer.notice, fg=typer.colors.YELLOW)
+    typer.echo(answer.answer)
+
+
+@app.command()
+@friendly_errors
+def ask(
+    question: str = typer.Argument(..., help="The question, in Chinese or English."),
+    as_json: bool = typer.Option(False, "--json", help="Print the answer as one JSON object."),
+) -> None:
+    """Answer one question with citations (extractive, or generative when an LLM is configured)."""
+    from assistant.answer.chat import Assistant
+
+    if not question.strip():
+        raise UserError("the question is empty")
+    _print_answer(Assistant(load_engine()).ask(question), as_json)
+
+
+@app.command()
+@friendly_errors
+def chat(as_json: bool = typer.Option(False, "--json", help="Print each answer as a JSON object.")) -> None:
+    """A conversation in the terminal: follow-ups refer to earlier turns; exit with EOF or `exit`."""
+    from assistant.answer.chat import Assistant
+
+    assistant = Assistant(load_engine())
+    conversation_id = assistant.new_conversation()
+    interactive = sys.stdin.isatty()
+    while True:
+        try:
+            question = input("? " if interactive else "")
+        except (EOFError, KeyboardInterrupt):
+            break
+        if question.strip().lower() in ("exit", "quit", "退出"):
+            break
+        if not question.strip():
+            continue
+        answer = assistant.ask(question, conversation_id)
+        conversation_id = answer.conversation_id
+        _print_answer(answer, as_json)
+        if not as_json:
+            typer.echo("")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
