@@ -236,5 +236,61 @@ def chat(as_json: bool = typer.Option(False, "--json", help="Print each answer a
             typer.echo("")
 
 
+@app.command()
+@friendly_errors
+def serve(
+    host: str | None = typer.Option(None, help="Interface to bind (default ASSISTANT_HOST, 127.0.0.1)."),
+    port: int | None = typer.Option(None, min=1, max=65535, help="Port (default ASSISTANT_PORT, 7860)."),
+    workers: int | None = typer.Option(None, min=1, max=32, help="Worker processes (default ASSISTANT_WORKERS, 1)."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the index before serving."),
+) -> None:
+    """Serve the JSON API (/api, /docs, /healthz) and the chat UI (/) with uvicorn."""
+    import logging
+
+    import uvicorn
+
+    settings = get_settings()
+    host, port, workers = host or settings.host, port or settings.port, workers or settings.workers
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    # Build or check the index here, once, with a progress bar and a plain error if it is corrupt;
+    # with several workers this also keeps them from building it concurrently.
+    engine = load_engine("always" if rebuild else "if_needed")
+    if workers == 1:
+        from assistant.api.app import create_app
+
+        uvicorn.run(create_app(settings, engine=engine), host=host, port=port, log_level="info")
+    else:
+        del engine  # every worker loads its own engine in the app's lifespan
+        uvicorn.run("assistant.api.app:app_factory", factory=True, host=host, port=port, workers=workers,
+                    log_level="info")
+
+
+feedback_app = typer.Typer(help="Answer feedback (👍/👎) stored by the API and the UI.", no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
+
+
+@feedback_app.command("export")
+@friendly_errors
+def feedback_export(
+    fmt: str = typer.Option("csv", "--format", help="csv (spreadsheet-safe) or jsonl."),
+    output: str | None = typer.Option(None, "--output", "-o", help="File to write; stdout without it."),
+) -> None:
+    """Export every stored rating as CSV or JSON Lines."""
+    from assistant.feedback import FeedbackStore, FeedbackUnavailable
+
+    if fmt not in ("csv", "jsonl"):
+        raise UserError(f"unknown format {fmt!r}: use csv or jsonl")
+    store = FeedbackStore(get_settings().feedback_path, read_only=True)  # exporting needs no write access
+    if not store.path.exists():
+        raise UserError(f"no feedback yet: {store.path} does not exist")
+    try:
+        count = store.export(fmt, output if output else sys.stdout)  # type: ignore[arg-type]
+    except (FeedbackUnavailable, OSError) as exc:
+        raise UserError(str(exc)) from exc
+    finally:
+        store.close()
+    typer.echo(f"exported {count} ratings{f' to {output}' if output else ''}", err=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
