@@ -292,5 +292,46 @@ def feedback_export(
     typer.echo(f"exported {count} ratings{f' to {output}' if output else ''}", err=True)
 
 
+@app.command("eval")
+@friendly_errors
+def eval_command(
+    split: str = typer.Option("test", help="Question split: dev, test or all."),
+    retrievers: str | None = typer.Option(None, help="Comma-separated retrievers of the hybrid (default: all)."),
+    ablation: bool = typer.Option(True, "--ablation/--no-ablation", help="Also run each retriever, each pair "
+                                  "and the hybrid without lookup, with a significance test."),
+    answers: bool = typer.Option(True, "--answers/--no-answers", help="Also score the answers (citations, facts)."),
+    output: str | None = typer.Option(None, "--output", help="Parent folder of the report (default eval/reports)."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Only N questions, spread over types (smoke runs)."),
+    baseline: bool = typer.Option(False, "--baseline", help="Also rewrite eval/BASELINE.md (test split only)."),
+) -> None:
+    """Run the benchmark (eval/questions.jsonl) and write a report under eval/reports/<UTC time>/."""
+    from pathlib import Path
+
+    from assistant.evaluation import DatasetError, EvalOptions, run_eval
+    from assistant.evaluation.report import summary_lines, write_baseline, write_report
+
+    if split not in ("dev", "test", "all"):
+        raise UserError(f"unknown split {split!r}: use dev, test or all")
+    if baseline and (split != "test" or limit is not None):
+        raise UserError("--baseline measures the whole test split: drop --split/--limit")
+    names = [n.strip() for n in retrievers.split(",") if n.strip()] if retrievers else None
+    settings = get_settings()
+    engine = load_engine()
+    if names and (unknown := [n for n in names if n not in engine.retriever_names]):
+        raise UserError(f"unknown retrievers {unknown}; available: {engine.retriever_names}")
+    options = EvalOptions(split=split, retrievers=names, ablation=ablation, answers=answers, limit=limit)
+    try:
+        run = run_eval(engine, settings, options)
+    except DatasetError as exc:
+        raise UserError(str(exc)) from exc
+    folder = write_report(run, Path(output) if output else settings.eval_path / "reports")
+    for line in summary_lines(run.results):
+        typer.echo(line)
+    typer.echo(f"report: {folder / 'report.md'}")
+    if baseline:
+        write_baseline(run.results, settings.eval_path / "BASELINE.md")
+        typer.echo(f"baseline: {settings.eval_path / 'BASELINE.md'}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
