@@ -139,7 +139,7 @@ def test_corrupt_manifest_is_refused(small_settings):
 def test_missing_or_altered_index_file_is_refused(small_settings):
     folder = build_index(small_settings)
     (folder / "dense" / "use.faiss").unlink()
-    with pytest.raises(IndexCorrupt, match="use.faiss is missing"):
+    with pytest.raises(IndexCorrupt, match=r"use\.faiss is missing"):
         load_index(small_settings)
     folder = build_index(small_settings)
     with (folder / "bm25" / "unit_ids.json").open("a", encoding="utf-8") as handle:

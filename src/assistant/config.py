@@ -46,7 +46,9 @@ class Settings(BaseSettings):
     reranker_path: Path | None = Field(None, description="Local sentence-transformers CrossEncoder folder.")
     bm25: bool = True
     fusion: Literal["rrf", "score"] = "rrf"
-    rrf_k: int = Field(60, ge=1)
+    # 125 units, not millions: with the textbook k=60 rank 1 and rank 10 weigh almost the same.
+    # Measured on the dev split (Recall@5): k=60 0.92, k=10 0.95, k=5 0.97, k=2 0.97.
+    rrf_k: int = Field(5, ge=1)
     fusion_weights: dict[str, float] = Field(
         default={"bm25": 1.0, "use": 1.0, "e5": 1.0, "st": 1.0},
         description="Per-retriever weight in fusion.",

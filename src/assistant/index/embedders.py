@@ -157,7 +157,7 @@ class SentenceTransformerEmbedding(OfflineEmbedding):
 
         torch.set_num_threads(threads)
         self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
-        self.dim = int(self._model.get_sentence_embedding_dimension())
+        self.dim = int(self._model.get_embedding_dimension())
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         return _normalise(self._model.encode(texts, batch_size=32, normalize_embeddings=True,

@@ -52,16 +52,20 @@ def _stem(word: str) -> str:
     return word
 
 
-def tokenize(text: str) -> list[str]:
-    """Tokens for BM25: jieba search-mode words for Chinese runs, stemmed words for Latin text."""
+def tokenize(text: str, stopwords: frozenset[str] = frozenset()) -> list[str]:
+    """Tokens for BM25: jieba search-mode words for Chinese runs, stemmed words for Latin text.
+
+    ``stopwords`` adds corpus-specific words (such as the city every unit is about) to the
+    general function-word lists.
+    """
     tokens: list[str] = []
     for match in _TOKEN.finditer(text.lower()):
         piece = match.group(0)
         if _CJK_RUN.match(piece):
             for word in _jieba().cut_for_search(piece):
-                if word not in _ZH_STOP and word.strip():
+                if word not in _ZH_STOP and word not in stopwords and word.strip():
                     tokens.append(word)
-        elif piece not in _EN_STOP:
+        elif piece not in _EN_STOP and piece not in stopwords:
             tokens.append(_stem(piece))
     return tokens
 
@@ -69,23 +73,26 @@ def tokenize(text: str) -> list[str]:
 class SparseIndex:
     """BM25 scores for every unit of the corpus (a few hundred units: score them all)."""
 
-    def __init__(self, model, unit_ids: list[str]) -> None:
+    def __init__(self, model, unit_ids: list[str], stopwords: frozenset[str] = frozenset()) -> None:
         self._model = model
         self.unit_ids = unit_ids
+        self.stopwords = stopwords
         self._vocab = set(model.vocab_dict)
 
     @classmethod
-    def build(cls, unit_ids: list[str], texts: list[str]) -> SparseIndex:
+    def build(cls, unit_ids: list[str], texts: list[str], stopwords: frozenset[str] = frozenset()) -> SparseIndex:
         import bm25s
 
         model = bm25s.BM25(method="lucene", k1=1.2, b=0.75)
-        model.index([tokenize(t) or ["∅"] for t in texts], show_progress=False)
-        return cls(model, unit_ids)
+        model.index([tokenize(t, stopwords) or ["∅"] for t in texts], show_progress=False)
+        return cls(model, unit_ids, stopwords)
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self._model.save(str(folder), show_progress=False)
         (folder / "unit_ids.json").write_text(json.dumps(self.unit_ids), encoding="utf-8")
+        (folder / "stopwords.json").write_text(json.dumps(sorted(self.stopwords), ensure_ascii=False),
+                                               encoding="utf-8")
 
     @classmethod
     def load(cls, folder: Path) -> SparseIndex:
@@ -93,11 +100,34 @@ class SparseIndex:
 
         model = bm25s.BM25.load(str(folder), show_progress=False, verbosity=0)
         unit_ids = json.loads((folder / "unit_ids.json").read_text(encoding="utf-8"))
-        return cls(model, unit_ids)
+        stopwords = frozenset(json.loads((folder / "stopwords.json").read_text(encoding="utf-8")))
+        return cls(model, unit_ids, stopwords)
+
+    def support(self, tokens: list[str], position: int) -> float:
+        """IDF-weighted share of ``tokens`` that occur in unit ``position`` (unknown tokens count
+        with the highest IDF): how much of the question the best unit actually speaks to."""
+        vocab, matrix = self._model.vocab_dict, self._model.scores
+        total = len(self.unit_ids)
+        found = weight = 0.0
+        for token in set(tokens):
+            token_id = vocab.get(token)
+            if token_id is None:
+                weight += np.log1p(total)
+                continue
+            postings = matrix["indices"][matrix["indptr"][token_id]:matrix["indptr"][token_id + 1]]
+            idf = float(np.log1p(total / max(len(postings), 1)))
+            weight += idf
+            found += idf if position in postings else 0.0
+        return found / weight if weight else 0.0
+
+    def query_tokens(self, query: str) -> tuple[list[str], list[str]]:
+        """The query's content tokens, and those of them the index knows."""
+        tokens = tokenize(query, self.stopwords)
+        return tokens, [t for t in tokens if t in self._vocab]
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every unit for ``query`` (zeros when no query token is indexed)."""
-        tokens = [t for t in tokenize(query) if t in self._vocab]
-        if not tokens:
+        _, known = self.query_tokens(query)
+        if not known:
             return np.zeros(len(self.unit_ids), dtype=np.float32)
-        return np.asarray(self._model.get_scores(tokens), dtype=np.float32)
+        return np.asarray(self._model.get_scores(known), dtype=np.float32)

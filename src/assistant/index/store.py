@@ -35,13 +35,13 @@ from llama_index.vector_stores.faiss import FaissVectorStore
 from assistant.config import Settings
 from assistant.index.embedders import OfflineEmbedding, available_embedders
 from assistant.index.sparse import SparseIndex
-from assistant.index.units import sparse_text, unit_nodes, unit_views
+from assistant.index.units import domain_stopwords, sparse_text, unit_nodes, unit_views
 from assistant.ingest.corpus import corpus_records, load_corpus
 from assistant.ingest.models import Corpus
 
 log = logging.getLogger(__name__)
 
-INDEX_FORMAT = 3  # bump when the unit representation or the layout changes
+INDEX_FORMAT = 4  # bump when the unit representation or the layout changes
 
 
 class IndexProblem(RuntimeError):
@@ -156,7 +156,8 @@ def build_index(
             embedder_info.append(embedder.describe())
         report("bm25", len(embedders), len(embedders) + 1)
         if settings.bm25:
-            SparseIndex.build([n.node_id for n in nodes], [sparse_text(n) for n in nodes]).save(tmp / "bm25")
+            SparseIndex.build([n.node_id for n in nodes], [sparse_text(n) for n in nodes],
+                              domain_stopwords(corpus)).save(tmp / "bm25")
         report("done", len(embedders) + 1, len(embedders) + 1)
 
         files = {str(p.relative_to(tmp)): _file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}

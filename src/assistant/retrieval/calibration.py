@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from assistant.config import Settings
-from assistant.retrieval.scope import ScopeModel, evidence_features, fit_scope_model
+from assistant.retrieval.scope import ScopeModel, fit_scope_model
 from assistant.text import detect_language
 
 if TYPE_CHECKING:
@@ -16,13 +16,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def dev_questions(settings: Settings) -> list[dict]:
-    """Dev-split questions usable for scope calibration (no lookups, no follow-ups)."""
-    path = settings.eval_path / "questions.jsonl"
+def _read_jsonl(path) -> list[dict]:
     if not path.exists():
         return []
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r for r in rows if r.get("split") == "dev" and r.get("type") not in ("lookup", "followup")]
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def dev_questions(settings: Settings) -> list[dict]:
+    """Questions usable for scope calibration: the eval set's *dev* split (no lookups, no
+    follow-ups) plus ``eval/calibration.jsonl``, a separate set written for calibration only.
+    The test split is never read here."""
+    rows = _read_jsonl(settings.eval_path / "questions.jsonl")
+    dev = [r for r in rows if r.get("split") == "dev" and r.get("type") not in ("lookup", "followup")]
+    return dev + _read_jsonl(settings.eval_path / "calibration.jsonl")
 
 
 def calibrate_scope(engine: SearchEngine, settings: Settings) -> ScopeModel | None:
@@ -31,10 +37,13 @@ def calibrate_scope(engine: SearchEngine, settings: Settings) -> ScopeModel | No
         log.warning("no dev questions with out-of-scope examples in %s; scope is not calibrated",
                     settings.eval_path)
         return None
+    from assistant.retrieval.engine import normalise_query
+
     rows, labels = [], []
     for question in questions:
-        scores, _ = engine.unit_scores(question["question"])
-        rows.append(evidence_features(scores, detect_language(question["question"])))
+        text = normalise_query(question["question"])
+        scores, _ = engine.unit_scores(text)
+        rows.append(engine.evidence(text, scores, detect_language(text)))
         labels.append(bool(question["in_scope"]))
     model = fit_scope_model(rows, labels)
     log.info("scope calibrated on %d dev questions: %s", len(labels), model.fitted_on)

@@ -140,6 +140,12 @@ class SparseRetriever(BaseRetriever):
     def unit_scores(self, query: str) -> np.ndarray:
         return self._sparse.scores(query)[self._to_units]
 
+    def query_tokens(self, query: str) -> tuple[list[str], list[str]]:
+        return self._sparse.query_tokens(query)
+
+    def support(self, tokens: list[str], unit_position: int) -> float:
+        return self._sparse.support(tokens, int(self._to_units[unit_position]))
+
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return _top_nodes(self._index, self.unit_scores(query_bundle.query_str), 10)
 
@@ -245,6 +251,24 @@ class SearchEngine:
             timings[name] = (time.perf_counter() - started) * 1000
         return scores, timings
 
+    def fuse(self, scores: dict[str, np.ndarray]) -> tuple[list[tuple[int, float]], dict[int, dict[str, int]]]:
+        weights = {name: self.settings.fusion_weights.get(name, 1.0) for name in scores}
+        return fuse(scores, weights, method=self.settings.fusion, k=self.settings.rrf_k,
+                    depth=self.settings.candidates_per_retriever)
+
+    def evidence(self, text: str, scores: dict[str, np.ndarray], lang: str,
+                 fused: list[tuple[int, float]] | None = None) -> dict[str, float]:
+        """Scope features: retrieval evidence plus how much of the question the index knows."""
+        fused = fused if fused is not None else self.fuse(scores)[0]
+        features = evidence_features(scores, lang, fused)
+        sparse = self.retrievers.get("bm25")
+        if sparse is not None:
+            tokens, known = sparse.query_tokens(text)
+            features["coverage"] = len(known) / len(tokens) if tokens else 0.0
+            features["unknown_tokens"] = float(len(tokens) - len(known))
+            features["top_support"] = sparse.support(tokens, fused[0][0]) if fused else 0.0
+        return features
+
     def search(self, query: str, top_k: int = 10, retrievers: Sequence[str] | None = None,
                use_lookup: bool | None = None) -> SearchResult:
         """Ranked tasks and passages for ``query``, best first, with an in-scope decision."""
@@ -257,9 +281,8 @@ class SearchEngine:
 
         scores, timings = self.unit_scores(text, retrievers) if text else ({}, {})
         fusion_started = time.perf_counter()
-        weights = {name: self.settings.fusion_weights.get(name, 1.0) for name in scores}
-        fused, ranks = fuse(scores, weights, method=self.settings.fusion, k=self.settings.rrf_k,
-                            depth=self.settings.candidates_per_retriever)
+        fused, ranks = self.fuse(scores)
+        features = self.evidence(text, scores, lang, fused) if scores else {}
         if self.reranker is not None and fused:
             fused = self._rerank(text, fused, index)
         timings["fusion"] = (time.perf_counter() - fusion_started) * 1000
@@ -272,7 +295,6 @@ class SearchEngine:
                      for i, uid in enumerate(wanted)]
             hits = first + [h for h in hits if h.unit_id not in wanted]
 
-        features = evidence_features(scores, lang) if scores else {}
         if lookup:
             in_scope, confidence = bool(lookup.valid), 1.0
         elif not scores:

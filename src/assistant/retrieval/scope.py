@@ -20,10 +20,19 @@ import numpy as np
 CALIBRATION_FILE = "scope.json"
 
 
-def evidence_features(scores: Mapping[str, np.ndarray], lang: str) -> dict[str, float]:
-    """Scalar evidence from per-retriever unit scores (arrays over all units)."""
+def evidence_features(scores: Mapping[str, np.ndarray], lang: str,
+                      fused: Sequence[tuple[int, float]] = ()) -> dict[str, float]:
+    """Scalar evidence from per-retriever unit scores (arrays over all units) and their fusion."""
     features: dict[str, float] = {"lang_en": 1.0 if lang == "en" else 0.0}
     tops: list[int] = []
+    top3s = [set(np.argsort(-values)[:3].tolist()) for values in scores.values() if values.size]
+    if len(top3s) > 1:
+        pairs = [len(a & b) / len(a | b) for i, a in enumerate(top3s) for b in top3s[i + 1:]]
+        features["top3_overlap"] = float(np.mean(pairs))
+    if fused:
+        features["fused_top"] = fused[0][1]
+        features["fused_margin"] = fused[0][1] - (fused[1][1] if len(fused) > 1 else 0.0)
+        features["top_in_all_top3"] = float(all(fused[0][0] in top3 for top3 in top3s))
     for name, values in sorted(scores.items()):
         if values.size == 0:
             continue

@@ -1,0 +1,172 @@
+"""Search benchmark: cold start, index build time and warm latency, against a plain baseline.
+
+Prints numbers (targets are in the README, not asserted here). The baseline is what a plain
+llama-index set-up does over the same units with the same embedder: a ``VectorStoreIndex``
+on a ``FaissVectorStore`` (one node per unit) and its default retriever.
+
+    python benchmarks/search_latency.py [--repeats 3] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+
+def questions() -> list[str]:
+    rows = [json.loads(line) for line in (REPO / "eval" / "questions.jsonl").read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+    return [row["question"] for row in rows]
+
+
+def percentiles(samples_ms: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(float(np.percentile(samples_ms, 50)), 2),
+            "p95_ms": round(float(np.percentile(samples_ms, 95)), 2),
+            "mean_ms": round(statistics.fmean(samples_ms), 2), "n": len(samples_ms)}
+
+
+COLD_HYBRID = """
+import time, sys
+from assistant.config import Settings
+from assistant.retrieval.engine import SearchEngine
+engine = SearchEngine.load(Settings(index_dir=sys.argv[1]), rebuild="never")
+engine.search("Can foreign companies run elderly care homes?")
+print("READY", flush=True)
+"""
+
+COLD_BASELINE = """
+import sys
+from llama_index.core import Settings, StorageContext, load_index_from_storage
+from llama_index.vector_stores.faiss import FaissVectorStore
+from assistant.index.embedders import make_embedder
+from assistant.config import Settings as AppSettings
+Settings.llm = None
+embedder = make_embedder(sys.argv[2], AppSettings())
+store = FaissVectorStore.from_persist_dir(sys.argv[1])
+context = StorageContext.from_defaults(vector_store=store, persist_dir=sys.argv[1])
+index = load_index_from_storage(context, embed_model=embedder)
+index.as_retriever(similarity_top_k=10).retrieve("Can foreign companies run elderly care homes?")
+print("READY", flush=True)
+"""
+
+
+def cold_start(code: str, *args: str, repeats: int) -> dict[str, float]:
+    """Wall time from process start to the first search result (median of ``repeats``)."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                              cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+        elapsed = time.perf_counter() - started
+        if "READY" not in done.stdout:
+            raise RuntimeError(f"cold start run failed: {done.stderr[-2000:]}")
+        times.append(elapsed)
+    return {"median_s": round(statistics.median(times), 3), "runs_s": [round(t, 3) for t in times]}
+
+
+def bench_hybrid(index_dir: Path, queries: list[str], repeats: int) -> dict:
+    from assistant.config import Settings
+    from assistant.retrieval.engine import SearchEngine
+
+    settings = Settings(index_dir=index_dir)
+    started = time.perf_counter()
+    engine = SearchEngine.load(settings, rebuild="always")
+    build_s = time.perf_counter() - started
+    engine.search("warm-up")
+    total, stages = [], {}
+    for query in queries:  # each question once: the query-embedding cache never hits
+        result = engine.search(query, top_k=10)
+        total.append(result.timings_ms["total"])
+        for stage, ms in result.timings_ms.items():
+            stages.setdefault(stage, []).append(ms)
+    return {
+        "config": f"hybrid ({', '.join(engine.retriever_names)}, fusion {settings.fusion} k={settings.rrf_k})",
+        "build_s": round(build_s, 2),
+        "search": percentiles(total),
+        "stages": {stage: percentiles(ms) for stage, ms in stages.items() if stage != "total"},
+        "cold_start": cold_start(COLD_HYBRID, str(index_dir), repeats=repeats),
+        "threads": {"use": settings.use_threads, "e5": settings.e5_threads},
+    }
+
+
+def bench_baseline(name: str, persist_dir: Path, queries: list[str], repeats: int) -> dict:
+    import faiss
+    from llama_index.core import Settings as LlamaSettings
+    from llama_index.core import StorageContext, VectorStoreIndex
+    from llama_index.vector_stores.faiss import FaissVectorStore
+
+    from assistant.config import Settings
+    from assistant.index.embedders import make_embedder
+    from assistant.index.units import unit_nodes
+    from assistant.ingest.corpus import load_corpus
+
+    LlamaSettings.llm = None
+    embedder = make_embedder(name, Settings())
+    nodes = unit_nodes(load_corpus())
+    started = time.perf_counter()
+    store = FaissVectorStore(faiss_index=faiss.IndexFlatIP(embedder.dim))
+    context = StorageContext.from_defaults(vector_store=store)
+    index = VectorStoreIndex(nodes, storage_context=context, embed_model=embedder)
+    build_s = time.perf_counter() - started
+    index.storage_context.persist(persist_dir=str(persist_dir))
+    retriever = index.as_retriever(similarity_top_k=10)
+    retriever.retrieve("warm-up")
+    samples = []
+    for query in queries:
+        started = time.perf_counter()
+        retriever.retrieve(query)
+        samples.append((time.perf_counter() - started) * 1000)
+    return {"config": f"plain llama-index VectorStoreIndex + FAISS ({name})", "build_s": round(build_s, 2),
+            "search": percentiles(samples),
+            "cold_start": cold_start(COLD_BASELINE, str(persist_dir), name, repeats=repeats)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="cold-start runs (median reported)")
+    parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    args = parser.parse_args()
+    queries = questions()
+    results = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}, "queries": len(queries)}
+    with tempfile.TemporaryDirectory() as tmp:
+        results["hybrid"] = bench_hybrid(Path(tmp) / "index", queries, args.repeats)
+        results["baselines"] = []
+        for name in ("use", "e5"):
+            try:
+                results["baselines"].append(bench_baseline(name, Path(tmp) / f"baseline-{name}", queries,
+                                                           args.repeats))
+            except Exception as exc:  # e5 needs AVX2; report instead of failing the whole run
+                results["baselines"].append({"config": f"baseline ({name})", "error": str(exc)})
+
+    rows = [results["hybrid"], *results["baselines"]]
+    print(f"\n{len(queries)} eval questions, {results['machine']['cpus']} CPUs, Python "
+          f"{results['machine']['python']}\n")
+    print(f"{'configuration':<62} {'build s':>8} {'cold s':>7} {'p50 ms':>7} {'p95 ms':>7}")
+    for row in rows:
+        if "error" in row:
+            print(f"{row['config']:<62} error: {row['error']}")
+            continue
+        print(f"{row['config']:<62} {row['build_s']:>8.2f} {row['cold_start']['median_s']:>7.2f} "
+              f"{row['search']['p50_ms']:>7.2f} {row['search']['p95_ms']:>7.2f}")
+    print("\nhybrid stages (ms):")
+    for stage, numbers in results["hybrid"]["stages"].items():
+        print(f"  {stage:<8} p50 {numbers['p50_ms']:>6.2f}  p95 {numbers['p95_ms']:>6.2f}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
