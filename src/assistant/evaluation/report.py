@@ -174,6 +174,8 @@ def _provenance(results: dict[str, Any]) -> str:
         f"lookup {'on' if system['settings']['lookup'] else 'off'}; index built {system['index']['built_at']}",
         f"- follow-ups: {results['followup_resolution']}",
         f"- libraries: {libraries}",
+        f"- machine: {system.get('cpus')} CPUs, load average {system.get('load_average')} at the end of the run "
+        "(latency is sensitive to it)",
     ])
 
 

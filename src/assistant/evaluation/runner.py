@@ -164,6 +164,8 @@ def _concatenate_last_user_turn(question: str, history: list[dict[str, str]]) ->
 def resolve_queries(questions: Sequence[EvalQuestion]) -> tuple[dict[str, str], str, list[float]]:
     """The query sent to the engine per question; the resolution method; resolution times (ms)."""
     resolve, method = followup_resolver()
+    resolve("那医院呢？", [{"role": "user", "content": "外资能办养老院吗"},
+                       {"role": "assistant", "content": "可以 [第17项]。"}])  # warm-up, not timed
     queries: dict[str, str] = {}
     timings: list[float] = []
     for question in questions:
@@ -400,6 +402,7 @@ def run_eval(engine: SearchEngine, settings: Settings, options: EvalOptions) -> 
                     for stage, value in result.timings_ms.items():
                         stage_ms[stage].append(value)
         if assistant is not None:
+            _clear_query_caches(engine)  # answers are timed cold too
             for question in questions:
                 started = time.perf_counter()
                 try:
