@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     use_threads: int = Field(1, ge=1, le=64, description="BLAS threads of the USE embedder.")
     e5_threads: int = Field(2, ge=1, le=64, description="OpenMP threads of the e5 engine.")
     lookup: bool = True
+    max_query_chars: int = Field(
+        400, ge=20, description="Retrieval reads this much of a question (a 2,000-character Chinese "
+        "question otherwise costs seconds of embedding); answers still see all of it.")
 
     # --- optional generative answers -----------------------------------------------------
     llm_base_url: str | None = None

@@ -99,27 +99,37 @@ class SearchResult:
         return data
 
 
+class QueryEncoder:
+    """One embedder's query side: a lock (the C and BLAS engines are not re-entrant) and a
+    cache of query vectors. It outlives index swaps, since query vectors do not depend on them."""
+
+    def __init__(self, embedder: OfflineEmbedding, max_chars: int) -> None:
+        self.embedder = embedder
+        self._lock = threading.Lock()
+        self._max_chars = max_chars
+        self.encode = lru_cache(maxsize=4096)(self._encode)
+
+    def _encode(self, query: str) -> np.ndarray:
+        with self._lock:
+            return self.embedder.encode_queries([query[: self._max_chars]])[0]
+
+
 class DenseRetriever(BaseRetriever):
     """llama-index retriever over one embedder's FAISS index (best view per unit)."""
 
-    def __init__(self, name: str, index: LoadedIndex) -> None:
+    def __init__(self, name: str, index: LoadedIndex, encoder: QueryEncoder) -> None:
         super().__init__()
         self.name = name
         self._dense = index.dense[name]
         self._index = index
-        self._lock = threading.Lock()
-        self._cached = lru_cache(maxsize=4096)(self._encode)
+        self._encoder = encoder
 
     @property
     def embedder(self) -> OfflineEmbedding:
         return self._dense.embedder
 
-    def _encode(self, query: str) -> np.ndarray:
-        with self._lock:
-            return self._dense.embedder.encode_queries([query])[0]
-
     def unit_scores(self, query: str) -> np.ndarray:
-        return self._dense.unit_scores(self._cached(query), self._index.unit_index)
+        return self._dense.unit_scores(self._encoder.encode(query), self._index.unit_index)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return _top_nodes(self._index, self.unit_scores(query_bundle.query_str), 10)
@@ -174,6 +184,13 @@ def normalise_query(query: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", query).split())
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    index: LoadedIndex
+    retrievers: dict[str, Any]
+    scope: ScopeModel | None
+
+
 class SearchEngine:
     """Loads the index and models once and answers ``search`` calls."""
 
@@ -183,19 +200,33 @@ class SearchEngine:
         self.corpus = corpus
         self.max_task = max(t.number for t in corpus.tasks)
         self.reranker = reranker
-        self._state_lock = threading.Lock()
+        self._encoders: dict[str, QueryEncoder] = {}
         self._install(index, scope)
 
     def _install(self, index: LoadedIndex, scope: ScopeModel | None) -> None:
+        """Build retrievers for ``index`` and publish them as one snapshot (a single assignment,
+        so a search running during a swap sees either the old state or the new, never a mix)."""
         retrievers: dict[str, Any] = {}
         if index.sparse is not None:
             retrievers["bm25"] = SparseRetriever(index)
-        for name in index.dense:
-            retrievers[name] = DenseRetriever(name, index)
-        with self._state_lock:
-            self.index = index
-            self.retrievers = retrievers
-            self.scope = scope if scope is not None else ScopeModel.load(index.folder)
+        for name, dense in index.dense.items():
+            encoder = self._encoders.get(name)
+            if encoder is None or encoder.embedder is not dense.embedder:
+                encoder = self._encoders[name] = QueryEncoder(dense.embedder, self.settings.max_query_chars)
+            retrievers[name] = DenseRetriever(name, index, encoder)
+        self._snapshot = _Snapshot(index, retrievers, scope if scope is not None else ScopeModel.load(index.folder))
+
+    @property
+    def index(self) -> LoadedIndex:
+        return self._snapshot.index
+
+    @property
+    def retrievers(self) -> dict[str, Any]:
+        return self._snapshot.retrievers
+
+    @property
+    def scope(self) -> ScopeModel | None:
+        return self._snapshot.scope
 
     # --- loading -------------------------------------------------------------------------
     @classmethod
@@ -223,8 +254,7 @@ class SearchEngine:
 
     def reload(self) -> bool:
         """Swap in a newly published index (atomically for readers); True when it changed."""
-        index = load_index(self.settings, self.corpus, {n: r.embedder for n, r in self.retrievers.items()
-                                                        if isinstance(r, DenseRetriever)})
+        index = load_index(self.settings, self.corpus, {n: e.embedder for n, e in self._encoders.items()})
         if index.folder == self.index.folder:
             return False
         self._install(index, None)
@@ -235,10 +265,10 @@ class SearchEngine:
         return list(self.retrievers)
 
     # --- search --------------------------------------------------------------------------
-    def unit_scores(self, query: str, retrievers: Sequence[str] | None = None
+    def unit_scores(self, query: str, retrievers: Sequence[str] | None = None, snapshot: _Snapshot | None = None
                     ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         """Scores of every unit per retriever, and the time each took (ms)."""
-        active = self.retrievers
+        active = (snapshot or self._snapshot).retrievers
         names = list(retrievers) if retrievers is not None else list(active)
         unknown = [n for n in names if n not in active]
         if unknown:
@@ -257,11 +287,12 @@ class SearchEngine:
                     depth=self.settings.candidates_per_retriever)
 
     def evidence(self, text: str, scores: dict[str, np.ndarray], lang: str,
-                 fused: list[tuple[int, float]] | None = None) -> dict[str, float]:
+                 fused: list[tuple[int, float]] | None = None, snapshot: _Snapshot | None = None
+                 ) -> dict[str, float]:
         """Scope features: retrieval evidence plus how much of the question the index knows."""
         fused = fused if fused is not None else self.fuse(scores)[0]
         features = evidence_features(scores, lang, fused)
-        sparse = self.retrievers.get("bm25")
+        sparse = (snapshot or self._snapshot).retrievers.get("bm25")
         if sparse is not None:
             tokens, known = sparse.query_tokens(text)
             features["coverage"] = len(known) / len(tokens) if tokens else 0.0
@@ -273,16 +304,17 @@ class SearchEngine:
                use_lookup: bool | None = None) -> SearchResult:
         """Ranked tasks and passages for ``query``, best first, with an in-scope decision."""
         started = time.perf_counter()
-        index, scope = self.index, self.scope  # one consistent snapshot during a swap
-        text = normalise_query(query)
+        snapshot = self._snapshot  # one consistent state, even while a new index is swapped in
+        index, scope = snapshot.index, snapshot.scope
+        text = normalise_query(query)[: self.settings.max_query_chars]
         lang = detect_language(text)
         use_lookup = self.settings.lookup if use_lookup is None else use_lookup
         lookup = find_task_references(text, self.max_task) if use_lookup else Lookup()
 
-        scores, timings = self.unit_scores(text, retrievers) if text else ({}, {})
+        scores, timings = self.unit_scores(text, retrievers, snapshot) if text else ({}, {})
         fusion_started = time.perf_counter()
         fused, ranks = self.fuse(scores)
-        features = self.evidence(text, scores, lang, fused) if scores else {}
+        features = self.evidence(text, scores, lang, fused, snapshot) if scores else {}
         if self.reranker is not None and fused:
             fused = self._rerank(text, fused, index)
         timings["fusion"] = (time.perf_counter() - fusion_started) * 1000
