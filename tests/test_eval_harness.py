@@ -120,6 +120,20 @@ def test_a_run_missing_a_judged_query_is_an_error():
         retrieval_metrics(QRELS, {"q1": RUN["q1"]})
 
 
+def test_paired_test_is_stable():
+    from assistant.evaluation.metrics import paired_test
+
+    other = {q: {d: -score for d, score in docs.items()} for q, docs in RUN.items()}  # reversed rankings
+    first = paired_test(QRELS, RUN, other, "a", "b", n_permutations=2000)
+    second = paired_test(QRELS, RUN, other, "a", "b", n_permutations=2000)
+    assert first["student"] == second["student"]  # exact test: identical
+    # Monte-Carlo test: equal up to its sampling error (ranx reseeds only the calling thread)
+    assert first["fisher"]["p_value"] == pytest.approx(second["fisher"]["p_value"], abs=0.05)
+    assert 0.0 <= first["student"]["p_value"] <= 1.0 and 0.0 <= first["fisher"]["p_value"] <= 1.0
+    assert first["mean_control"] == pytest.approx(retrieval_metrics(QRELS, RUN)["NDCG@10"], abs=1e-6)
+    assert sum(first["win_tie_loss"].values()) == len(QRELS)
+
+
 def test_scope_metrics_positive_class_is_out_of_scope():
     gold = {"a": False, "b": False, "c": False, "d": True, "e": True}
     predicted = {"a": False, "b": True, "c": True, "d": False, "e": True}  # tp=1, fn=2, fp=1, tn=1

@@ -88,7 +88,10 @@ def paired_test(qrels: Mapping[str, Mapping[str, int]], control: Mapping[str, Ma
     """Paired significance of ``control`` vs ``treatment`` on per-query ``metric`` (ranx ``compare``).
 
     Reports the two-sided paired Student's t-test and Fisher's randomization test p-values,
-    the means and the per-query win/tie/loss counts of ``control``.
+    the means and the per-query win/tie/loss counts of ``control``. Student's t is exact and is
+    the p-value to compare across versions; the randomization test is Monte-Carlo
+    (``n_permutations``) and not bit-reproducible: ranx seeds only the calling thread while the
+    permutations run on numba workers, so its p-value varies by a few thousandths between runs.
     """
     from ranx import compare
 

@@ -106,7 +106,7 @@ def render_tables(results: dict[str, Any]) -> str:
                    f"{significance['control']} {significance['mean_control']:.3f} vs best single retriever "
                    f"{significance['treatment']} {significance['mean_treatment']:.3f}; "
                    f"Student's t p = {significance['student']['p_value']:.4g}, Fisher randomization p = "
-                   f"{significance['fisher']['p_value']:.4g} ({significance['fisher']['n_permutations']} "
+                   f"{significance['fisher']['p_value']:.4g} (Monte-Carlo, {significance['fisher']['n_permutations']} "
                    f"permutations); per query W/T/L = {wtl['W']}/{wtl['T']}/{wtl['L']}.\n")
 
     for dimension, title in (("lang", "language"), ("type", "question type"), ("category", "category")):
