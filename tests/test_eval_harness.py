@@ -304,6 +304,7 @@ def test_report_files_and_keys(small_run):
     latency = results["latency_ms"]["retrieval"]
     assert {"bm25", "use", "e5", "fusion", "total"} <= set(latency)
     assert all({"p50", "p95"} <= set(v) for v in latency.values())
+    assert results["latency_ms"]["cold_query_cache"], "no query cache found to clear: latency would be warm"
     assert results["answers"]["status"] in ("run", "skipped")
     if results["answers"]["status"] == "run":
         assert {"citation_precision", "citation_recall", "fact_coverage", "language_match"} <= set(results["answers"])

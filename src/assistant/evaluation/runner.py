@@ -196,13 +196,28 @@ def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[str], None]]:
 
 # --- retrieval --------------------------------------------------------------------------------
 def _clear_query_caches(engine: SearchEngine) -> bool:
-    """Empty the dense retrievers' query-embedding caches so latency is measured cold."""
-    cleared = False
-    for retriever in engine.retrievers.values():
-        cache = getattr(retriever, "_cached", None)
-        if hasattr(cache, "cache_clear"):
-            cache.cache_clear()
-            cleared = True
+    """Empty the query-embedding caches so latency is measured cold; True when one was found.
+
+    Uses ``engine.clear_query_cache()`` when the engine offers it, else clears every
+    ``functools`` cache found on the retrievers and on the project objects they hold.
+    """
+    clear = getattr(engine, "clear_query_cache", None)
+    if callable(clear):
+        clear()
+        return True
+    cleared, seen = False, set()
+    pending: list[tuple[Any, int]] = [(r, 0) for r in engine.retrievers.values()]
+    while pending:
+        owner, depth = pending.pop()
+        if id(owner) in seen or not hasattr(owner, "__dict__"):
+            continue
+        seen.add(id(owner))
+        for value in vars(owner).values():
+            if callable(getattr(value, "cache_clear", None)):
+                value.cache_clear()
+                cleared = True
+            elif depth < 2 and type(value).__module__.startswith("assistant."):
+                pending.append((value, depth + 1))
     return cleared
 
 

@@ -24,7 +24,7 @@ def _words(text: str) -> frozenset[str]:
 _ZH_STOP = _words("""
     的 了 和 与 及 或 等 在 对 为 是 把 被 将 于 以 及其 并 其 之 也 都 而 就 吗 呢 吧 啊 嘛 呀 么 我 你 他 她 它
     我们 你们 他们 这 那 这个 那个 哪 哪些 什么 怎么 怎样 如何 多少 是否 能 能否 可以 可不可以 会 要 想 请问 一下
-    有 有没有 没有 还 又 个 些 啥 咋 哦 嗯 里 上 中 下 相关 有关 问 请 问下 知道
+    有 有没有 没有 还 又 个 些 啥 咋 哦 嗯 里 上 中 下 相关 有关 问 请 问下 知道 做 搞 弄 干
 """)
 _EN_STOP = _words("""
     a an the and or of to in on for with by at from as is are be can could do does did will would should may
@@ -67,6 +67,8 @@ def tokenize(text: str, stopwords: frozenset[str] = frozenset()) -> list[str]:
                     tokens.append(word)
         elif piece not in _EN_STOP and piece not in stopwords:
             tokens.append(_stem(piece))
+            if "-" in piece:  # "ip-vpn" also meets "vpn", "cross-border" also "border"
+                tokens.extend(_stem(part) for part in piece.split("-") if len(part) > 1 and part not in _EN_STOP)
     return tokens
 
 

@@ -35,6 +35,7 @@ from assistant.index.store import (
 )
 from assistant.ingest.corpus import load_corpus
 from assistant.ingest.models import Corpus
+from assistant.retrieval.answer_type import expected_types, unmet_types
 from assistant.retrieval.fusion import fuse
 from assistant.retrieval.lookup import Lookup, find_task_references
 from assistant.retrieval.scope import ScopeModel, evidence_features
@@ -290,9 +291,14 @@ class SearchEngine:
                  fused: list[tuple[int, float]] | None = None, snapshot: _Snapshot | None = None
                  ) -> dict[str, float]:
         """Scope features: retrieval evidence plus how much of the question the index knows."""
+        snapshot = snapshot or self._snapshot
         fused = fused if fused is not None else self.fuse(scores)[0]
         features = evidence_features(scores, lang, fused)
-        sparse = (snapshot or self._snapshot).retrievers.get("bm25")
+        top_nodes = [snapshot.index.nodes[position] for position, _ in fused[:3]]
+        top_texts = [t for node in top_nodes for t in (node.text, node.metadata.get("text_en") or "")]
+        features["asks_detail"] = float(bool(expected_types(text)))
+        features["detail_unmet"] = float(bool(unmet_types(text, top_texts)))
+        sparse = snapshot.retrievers.get("bm25")
         if sparse is not None:
             tokens, known = sparse.query_tokens(text)
             features["coverage"] = len(known) / len(tokens) if tokens else 0.0
