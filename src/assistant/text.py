@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+from functools import lru_cache
 
 _DIGITS = {"零": 0, "〇": 0, "一": 1, "壹": 1, "二": 2, "两": 2, "贰": 2, "三": 3, "叁": 3, "四": 4, "肆": 4,
            "五": 5, "伍": 5, "六": 6, "陆": 6, "七": 7, "柒": 7, "八": 8, "捌": 8, "九": 9, "玖": 9}
@@ -73,3 +75,13 @@ def detect_language(text: str) -> str:
 def squeeze_cjk_spaces(text: str) -> str:
     """Drop layout spaces between two CJK characters ("印发 服务业" -> "印发服务业")."""
     return _SPACE_BETWEEN_CJK.sub("", text)
+
+
+@lru_cache(maxsize=1)
+def jieba_module():
+    """jieba, initialised once and quietly (its dictionary load otherwise logs to stderr)."""
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    jieba.initialize()
+    return jieba

@@ -19,7 +19,7 @@ import re
 from collections.abc import Sequence
 
 from assistant.answer.relevance import word_set as _word_set
-from assistant.text import chinese_to_int, detect_language
+from assistant.text import chinese_to_int, detect_language, jieba_module
 
 _ZH_LEADIN = re.compile(r"^(?:那么|那|还有|另外|此外|然后|再问一下|再问|那如果|如果是|如果|换成|对于|关于)\s*")
 _EN_LEADIN = re.compile(
@@ -163,6 +163,7 @@ def _zh_object_span(question: str) -> tuple[int, int] | None:
     Walks back from the end over tokens until a verb, modal, preposition or particle; the POS
     tagger alone is unreliable on short nouns (it tags 诊所 and 签证 as verbs).
     """
+    jieba_module()
     import jieba.posseg as pseg
 
     pairs, position = [], 0

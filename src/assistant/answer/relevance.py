@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from assistant.ingest.models import Corpus
+from assistant.text import jieba_module
 
 
 def word_set(text: str) -> frozenset[str]:
@@ -136,8 +137,7 @@ def question_terms(question: str, lang: str) -> list[Term]:
             terms.append(Term(forms, best, concept, surface))
     matched_words = {w for t in terms for f in t.forms for w in _EN_WORD.findall(f)}
     if lang == "zh":
-        import jieba
-
+        jieba = jieba_module()
         position = 0
         for token in jieba.lcut(masked):
             start = masked.find(token, position)

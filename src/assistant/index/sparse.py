@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from assistant.text import jieba_module
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +36,6 @@ _TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*|[\u3400-\u9fff]+")
 _CJK_RUN = re.compile(r"[\u3400-\u9fff]")
 
 
-@lru_cache(maxsize=1)
-def _jieba():
-    import jieba
-
-    jieba.setLogLevel(logging.WARNING)
-    jieba.initialize()
-    return jieba
-
-
 def _stem(word: str) -> str:
     """A light English stemmer (plural and common suffixes) so "homes" meets "home"."""
     for suffix, replacement in (("ies", "y"), ("sses", "ss"), ("ches", "ch"), ("shes", "sh"), ("s", "")):
@@ -62,7 +54,7 @@ def tokenize(text: str, stopwords: frozenset[str] = frozenset()) -> list[str]:
     for match in _TOKEN.finditer(text.lower()):
         piece = match.group(0)
         if _CJK_RUN.match(piece):
-            for word in _jieba().cut_for_search(piece):
+            for word in jieba_module().cut_for_search(piece):
                 if word not in _ZH_STOP and word not in stopwords and word.strip():
                     tokens.append(word)
         elif piece not in _EN_STOP and piece not in stopwords:
