@@ -44,24 +44,35 @@ def _stem(word: str) -> str:
     return word
 
 
-def tokenize(text: str, stopwords: frozenset[str] = frozenset()) -> list[str]:
-    """Tokens for BM25: jieba search-mode words for Chinese runs, stemmed words for Latin text.
+def content_words(text: str, stopwords: frozenset[str] = frozenset()) -> list[list[str]]:
+    """The content words of ``text``, each with the forms BM25 indexes for it.
 
-    ``stopwords`` adds corpus-specific words (such as the city every unit is about) to the
-    general function-word lists.
+    Chinese: each jieba word with its search-mode parts ("外国人" -> 外国, 外国人); English: the
+    stemmed word, plus the parts of a hyphenated one ("ip-vpn" -> ip-vpn, ip, vpn). Function
+    words and ``stopwords`` (corpus-specific, such as the city every unit is about) are dropped.
     """
-    tokens: list[str] = []
+    jieba = None
+    words: list[list[str]] = []
     for match in _TOKEN.finditer(text.lower()):
         piece = match.group(0)
         if _CJK_RUN.match(piece):
-            for word in jieba_module().cut_for_search(piece):
-                if word not in _ZH_STOP and word not in stopwords and word.strip():
-                    tokens.append(word)
+            jieba = jieba or jieba_module()
+            for word in jieba.cut(piece):
+                forms = [f for f in jieba.cut_for_search(word)
+                         if f.strip() and f not in _ZH_STOP and f not in stopwords]
+                if forms and word not in _ZH_STOP and word not in stopwords:
+                    words.append(forms)
         elif piece not in _EN_STOP and piece not in stopwords:
-            tokens.append(_stem(piece))
+            forms = [_stem(piece)]
             if "-" in piece:  # "ip-vpn" also meets "vpn", "cross-border" also "border"
-                tokens.extend(_stem(part) for part in piece.split("-") if len(part) > 1 and part not in _EN_STOP)
-    return tokens
+                forms += [_stem(part) for part in piece.split("-") if len(part) > 1 and part not in _EN_STOP]
+            words.append(forms)
+    return words
+
+
+def tokenize(text: str, stopwords: frozenset[str] = frozenset()) -> list[str]:
+    """Tokens for BM25: every indexed form of every content word."""
+    return [form for forms in content_words(text, stopwords) for form in forms]
 
 
 class SparseIndex:
@@ -97,22 +108,34 @@ class SparseIndex:
         stopwords = frozenset(json.loads((folder / "stopwords.json").read_text(encoding="utf-8")))
         return cls(model, unit_ids, stopwords)
 
-    def support(self, tokens: list[str], position: int) -> float:
-        """IDF-weighted share of ``tokens`` that occur in unit ``position`` (unknown tokens count
-        with the highest IDF): how much of the question the best unit actually speaks to."""
-        vocab, matrix = self._model.vocab_dict, self._model.scores
+    def _postings(self, token: str) -> np.ndarray | None:
+        token_id = self._model.vocab_dict.get(token)
+        if token_id is None:
+            return None
+        matrix = self._model.scores
+        return matrix["indices"][matrix["indptr"][token_id]:matrix["indptr"][token_id + 1]]
+
+    def coverage(self, query: str, position: int) -> tuple[float, float]:
+        """How much of the question the index knows, and how much the unit at ``position`` holds.
+
+        Counted over content words (a word is known when any of its forms is indexed); the
+        second figure weights words by IDF, an unknown word by the highest IDF.
+        """
+        words = content_words(query, self.stopwords)
+        if not words:
+            return 0.0, 0.0
         total = len(self.unit_ids)
-        found = weight = 0.0
-        for token in set(tokens):
-            token_id = vocab.get(token)
-            if token_id is None:
-                weight += np.log1p(total)
+        known = found = weight = 0.0
+        for forms in words:
+            postings = [p for p in (self._postings(f) for f in forms) if p is not None]
+            if not postings:
+                weight += float(np.log1p(total))
                 continue
-            postings = matrix["indices"][matrix["indptr"][token_id]:matrix["indptr"][token_id + 1]]
-            idf = float(np.log1p(total / max(len(postings), 1)))
+            known += 1
+            idf = max(float(np.log1p(total / max(len(p), 1))) for p in postings)
             weight += idf
-            found += idf if position in postings else 0.0
-        return found / weight if weight else 0.0
+            found += idf if any(position in p for p in postings) else 0.0
+        return known / len(words), found / weight
 
     def query_tokens(self, query: str) -> tuple[list[str], list[str]]:
         """The query's content tokens, and those of them the index knows."""

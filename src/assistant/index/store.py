@@ -41,7 +41,7 @@ from assistant.ingest.models import Corpus
 
 log = logging.getLogger(__name__)
 
-INDEX_FORMAT = 4  # bump when the unit representation or the layout changes
+INDEX_FORMAT = 5  # bump when the unit representation or the layout changes
 
 
 class IndexProblem(RuntimeError):

@@ -74,10 +74,36 @@ def unit_nodes(corpus: Corpus) -> list[TextNode]:
     return nodes
 
 
+def metadata_views(corpus: Corpus) -> list[View]:
+    """The document's facts (number, issuer, meeting, dates) as extra views of the sections that
+    carry them, so "这个文件什么时候印发的" meets the closing block, not a task about dates."""
+    meta = corpus.meta
+    views: list[View] = []
+    if corpus.section("notice"):
+        basis = "、".join(f"《{b.title}》（{b.number}）" for b in meta.basis)
+        views.append(View(section_id("notice"), "zh",
+                          f"文件文号{meta.doc_number}，发文机关{meta.issuer}，标题{meta.title}，"
+                          f"经{meta.approved_by or ''}研究通过，公开方式：{meta.disclosure or ''}。依据{basis}。"))
+        views.append(View(section_id("notice"), "en",
+                          f"Document number {meta.doc_number}, issued by the {meta.issuer_en}: {meta.title_en}. "
+                          f"Approved at the municipal government executive meeting ({meta.approved_by}); "
+                          f"disclosure: {meta.disclosure}."))
+    if corpus.section("distribution") and meta.printed:
+        printed = meta.printed
+        date_zh = f"{printed.year}年{printed.month}月{printed.day}日"
+        views.append(View(section_id("distribution"), "zh",
+                          f"印发日期：{date_zh}，由{meta.issuing_office or ''}印发；"
+                          f"抄送{'、'.join(meta.cc)}；发送有关单位。"))
+        views.append(View(section_id("distribution"), "en",
+                          f"Date of issue: printed and issued on {printed:%d %B %Y} ({printed.isoformat()}); "
+                          "copied to the units concerned."))
+    return views
+
+
 def unit_views(corpus: Corpus) -> list[View]:
     views = [v for task in corpus.tasks for v in task_views(task)]
     views += [v for section in corpus.sections for v in section_views(section)]
-    return views
+    return views + metadata_views(corpus)
 
 
 def domain_stopwords(corpus: Corpus) -> frozenset[str]:

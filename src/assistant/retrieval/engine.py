@@ -35,7 +35,7 @@ from assistant.index.store import (
 )
 from assistant.ingest.corpus import load_corpus
 from assistant.ingest.models import Corpus
-from assistant.retrieval.answer_type import expected_types, unmet_types
+from assistant.retrieval.answer_type import unmet_types
 from assistant.retrieval.fusion import fuse
 from assistant.retrieval.lookup import Lookup, find_task_references
 from assistant.retrieval.scope import ScopeModel, evidence_features
@@ -151,11 +151,8 @@ class SparseRetriever(BaseRetriever):
     def unit_scores(self, query: str) -> np.ndarray:
         return self._sparse.scores(query)[self._to_units]
 
-    def query_tokens(self, query: str) -> tuple[list[str], list[str]]:
-        return self._sparse.query_tokens(query)
-
-    def support(self, tokens: list[str], unit_position: int) -> float:
-        return self._sparse.support(tokens, int(self._to_units[unit_position]))
+    def coverage(self, query: str, unit_position: int) -> tuple[float, float]:
+        return self._sparse.coverage(query, int(self._to_units[unit_position]))
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return _top_nodes(self._index, self.unit_scores(query_bundle.query_str), 10)
@@ -261,6 +258,11 @@ class SearchEngine:
         self._install(index, None)
         return True
 
+    def clear_query_cache(self) -> None:
+        """Forget cached query vectors (for cold-latency measurements)."""
+        for encoder in self._encoders.values():
+            encoder.encode.cache_clear()
+
     @property
     def retriever_names(self) -> list[str]:
         return list(self.retrievers)
@@ -296,14 +298,10 @@ class SearchEngine:
         features = evidence_features(scores, lang, fused)
         top_nodes = [snapshot.index.nodes[position] for position, _ in fused[:3]]
         top_texts = [t for node in top_nodes for t in (node.text, node.metadata.get("text_en") or "")]
-        features["asks_detail"] = float(bool(expected_types(text)))
         features["detail_unmet"] = float(bool(unmet_types(text, top_texts)))
         sparse = snapshot.retrievers.get("bm25")
-        if sparse is not None:
-            tokens, known = sparse.query_tokens(text)
-            features["coverage"] = len(known) / len(tokens) if tokens else 0.0
-            features["unknown_tokens"] = float(len(tokens) - len(known))
-            features["top_support"] = sparse.support(tokens, fused[0][0]) if fused else 0.0
+        if sparse is not None and fused:
+            features["coverage"], features["top_support"] = sparse.coverage(text, fused[0][0])
         return features
 
     def search(self, query: str, top_k: int = 10, retrievers: Sequence[str] | None = None,
