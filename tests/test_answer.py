@@ -108,8 +108,7 @@ def test_out_of_scope_rendering(engine):
 @pytest.mark.skipif(not (ROOT / "eval" / "questions.jsonl").exists(),
                     reason="scope calibration needs eval/questions.jsonl")
 @pytest.mark.parametrize(("question", "statement"), [
-    pytest.param("外国人能在厦门买房吗？", "该方案（厦府〔2026〕88号）未涉及这一问题。", marks=pytest.mark.xfail(
-        reason="the calibrated scope model (retrieval) still keeps this question in scope", strict=False)),
+    ("外国人能在厦门买房吗？", "该方案（厦府〔2026〕88号）未涉及这一问题。"),
     ("Can foreigners buy property in Xiamen?", "The plan (厦府〔2026〕88号) does not address this."),
 ])
 def test_out_of_scope_end_to_end(assistant, question, statement):

@@ -6,8 +6,10 @@ import json
 import logging
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from assistant.config import Settings
-from assistant.retrieval.scope import ScopeModel, fit_scope_model
+from assistant.retrieval.scope import ScopeExamples, ScopeModel, fit_scope_model
 from assistant.text import detect_language
 
 if TYPE_CHECKING:
@@ -39,12 +41,19 @@ def calibrate_scope(engine: SearchEngine, settings: Settings) -> ScopeModel | No
         return None
     from assistant.retrieval.engine import normalise_query
 
-    rows, labels = [], []
+    rows, labels, texts = [], [], []
     for question in questions:
         text = normalise_query(question["question"])
         scores, _ = engine.unit_scores(text)
         rows.append(engine.evidence(text, scores, detect_language(text)))
         labels.append(bool(question["in_scope"]))
-    model = fit_scope_model(rows, labels)
+        texts.append(text)
+    examples = ScopeExamples(
+        vectors={name: np.stack([engine.query_vectors(t)[name] for t in texts]) for name in engine.dense_names},
+        in_scope=np.array(labels, dtype=bool))
+    for position, (row, text) in enumerate(zip(rows, texts, strict=True)):
+        # each example's neighbours exclude itself, as a new question's would
+        row.update(examples.features(engine.query_vectors(text), exclude=position))
+    model = fit_scope_model(rows, labels, examples=examples)
     log.info("scope calibrated on %d dev questions: %s", len(labels), model.fitted_on)
     return model

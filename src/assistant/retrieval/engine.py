@@ -258,6 +258,14 @@ class SearchEngine:
         self._install(index, None)
         return True
 
+    @property
+    def dense_names(self) -> list[str]:
+        return list(self._encoders)
+
+    def query_vectors(self, text: str) -> dict[str, np.ndarray]:
+        """The (cached) query vector of every dense embedder."""
+        return {name: encoder.encode(text) for name, encoder in self._encoders.items()}
+
     def clear_query_cache(self) -> None:
         """Forget cached query vectors (for cold-latency measurements)."""
         for encoder in self._encoders.values():
@@ -302,6 +310,8 @@ class SearchEngine:
         sparse = snapshot.retrievers.get("bm25")
         if sparse is not None and fused:
             features["coverage"], features["top_support"] = sparse.coverage(text, fused[0][0])
+        if snapshot.scope is not None and snapshot.scope.examples is not None:
+            features.update(snapshot.scope.examples.features(self.query_vectors(text)))
         return features
 
     def search(self, query: str, top_k: int = 10, retrievers: Sequence[str] | None = None,

@@ -23,7 +23,46 @@ CALIBRATION_FILE = "scope.json"
 # (dev split + eval/calibration.jsonl): dropping any one of these costs OOS recall; the other
 # computed features (raw BM25 scores, margins of the fusion, unknown-token counts) add nothing.
 SCOPE_FEATURES = ("coverage", "top_support", "e5_top", "e5_margin", "use_top", "use_margin", "fused_top",
-                  "top_in_all_top3", "top3_overlap", "detail_unmet", "lang_en")
+                  "top_in_all_top3", "top3_overlap", "detail_unmet", "lang_en", "knn_use", "knn_e5", "knn_st")
+EXAMPLES_FILE = "scope_examples.npz"
+
+
+@dataclass
+class ScopeExamples:
+    """Labelled calibration questions as query vectors: a nearest-neighbour view of scope.
+
+    ``knn_<embedder>`` = similarity to the nearest in-scope example minus similarity to the
+    nearest out-of-scope one. A question like an out-of-scope example (buying a flat, a
+    driving licence) leans out of scope even when retrieval finds a superficially close task.
+    """
+
+    vectors: dict[str, np.ndarray]  # embedder -> (n, dim), L2-normalised
+    in_scope: np.ndarray  # (n,) bool
+
+    def features(self, query_vectors: Mapping[str, np.ndarray], exclude: int | None = None) -> dict[str, float]:
+        mask = np.ones(self.in_scope.size, dtype=bool)
+        if exclude is not None:
+            mask[exclude] = False
+        labels = self.in_scope[mask]
+        features = {}
+        for name, vector in query_vectors.items():
+            if name not in self.vectors or not labels.any() or labels.all():
+                continue
+            sims = self.vectors[name][mask] @ vector
+            features[f"knn_{name}"] = float(sims[labels].max() - sims[~labels].max())
+        return features
+
+    def save(self, folder: Path) -> None:
+        np.savez(folder / EXAMPLES_FILE, in_scope=self.in_scope, **{f"vec_{k}": v for k, v in self.vectors.items()})
+
+    @classmethod
+    def load(cls, folder: Path) -> ScopeExamples | None:
+        path = folder / EXAMPLES_FILE
+        if not path.exists():
+            return None
+        with np.load(path) as data:
+            return cls(vectors={k.removeprefix("vec_"): data[k] for k in data.files if k.startswith("vec_")},
+                       in_scope=data["in_scope"].astype(bool))
 
 
 def evidence_features(scores: Mapping[str, np.ndarray], lang: str,
@@ -67,6 +106,7 @@ class ScopeModel:
     scale: list[float]
     threshold: float
     fitted_on: dict = field(default_factory=dict)
+    examples: ScopeExamples | None = field(default=None, repr=False, compare=False)
 
     def score(self, features: Mapping[str, float]) -> float:
         x = np.array([features.get(n, 0.0) for n in self.feature_names], dtype=np.float64)
@@ -79,18 +119,23 @@ class ScopeModel:
         return probability >= self.threshold, probability
 
     def save(self, folder: Path) -> None:
-        (folder / CALIBRATION_FILE).write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
+        data = {k: v for k, v in asdict(self).items() if k != "examples"}
+        (folder / CALIBRATION_FILE).write_text(json.dumps(data, indent=2), encoding="utf-8")
+        if self.examples is not None:
+            self.examples.save(folder)
 
     @classmethod
     def load(cls, folder: Path) -> ScopeModel | None:
         path = folder / CALIBRATION_FILE
         if not path.exists():
             return None
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
+        model = cls(**json.loads(path.read_text(encoding="utf-8")))
+        model.examples = ScopeExamples.load(folder)
+        return model
 
 
 def fit_scope_model(rows: Sequence[Mapping[str, float]], labels: Sequence[bool],
-                    max_false_flag: float = 0.05) -> ScopeModel:
+                    max_false_flag: float = 0.05, examples: ScopeExamples | None = None) -> ScopeModel:
     """Fit on dev questions (label True = in scope) and pick the decision threshold.
 
     The threshold is the highest one that still keeps flagged in-scope questions at or
@@ -116,7 +161,7 @@ def fit_scope_model(rows: Sequence[Mapping[str, float]], labels: Sequence[bool],
     flagged = probabilities < threshold
     return ScopeModel(
         feature_names=names, coef=model.coef_[0].tolist(), intercept=float(model.intercept_[0]),
-        mean=mean.tolist(), scale=scale.tolist(), threshold=threshold,
+        mean=mean.tolist(), scale=scale.tolist(), threshold=threshold, examples=examples,
         fitted_on={"questions": len(y), "out_of_scope": int((y == 0).sum()),
                    "dev_oos_recall": float(flagged[y == 0].mean()) if (y == 0).any() else None,
                    "dev_false_flag_rate": float(flagged[y == 1].mean())},
