@@ -33,27 +33,65 @@ def dev_questions(settings: Settings) -> list[dict]:
     return dev + _read_jsonl(settings.eval_path / "calibration.jsonl")
 
 
+def _evidence_rows(engine: SearchEngine, questions: list[dict]) -> tuple[list[dict], np.ndarray, ScopeExamples]:
+    """Retrieval evidence of every calibration question, and the questions as labelled examples."""
+    from assistant.retrieval.engine import normalise_query
+
+    rows, texts = [], []
+    for question in questions:
+        text = normalise_query(question["question"])
+        scores, _ = engine.unit_scores(text)
+        rows.append(engine.evidence(text, scores, detect_language(text)))
+        texts.append(text)
+    labels = np.array([bool(q["in_scope"]) for q in questions], dtype=bool)
+    vectors = [engine.query_vectors(t) for t in texts]
+    examples = ScopeExamples(vectors={name: np.stack([v[name] for v in vectors]) for name in engine.dense_names},
+                             in_scope=labels)
+    for position, row in enumerate(rows):
+        # each example's neighbours exclude itself, as a new question's would
+        row.update(examples.features(vectors[position], exclude=position))
+    return rows, labels, examples
+
+
 def calibrate_scope(engine: SearchEngine, settings: Settings) -> ScopeModel | None:
+    """Fit the scope model for ``engine``'s index on the calibration pool."""
     questions = dev_questions(settings)
     if not questions or all(q["in_scope"] for q in questions):
         log.warning("no dev questions with out-of-scope examples in %s; scope is not calibrated",
                     settings.eval_path)
         return None
-    from assistant.retrieval.engine import normalise_query
-
-    rows, labels, texts = [], [], []
-    for question in questions:
-        text = normalise_query(question["question"])
-        scores, _ = engine.unit_scores(text)
-        rows.append(engine.evidence(text, scores, detect_language(text)))
-        labels.append(bool(question["in_scope"]))
-        texts.append(text)
-    examples = ScopeExamples(
-        vectors={name: np.stack([engine.query_vectors(t)[name] for t in texts]) for name in engine.dense_names},
-        in_scope=np.array(labels, dtype=bool))
-    for position, (row, text) in enumerate(zip(rows, texts, strict=True)):
-        # each example's neighbours exclude itself, as a new question's would
-        row.update(examples.features(engine.query_vectors(text), exclude=position))
-    model = fit_scope_model(rows, labels, examples=examples)
-    log.info("scope calibrated on %d dev questions: %s", len(labels), model.fitted_on)
+    rows, labels, examples = _evidence_rows(engine, questions)
+    model = fit_scope_model(rows, labels.tolist(), examples=examples)
+    log.info("scope calibrated on %d questions: %s", len(labels), model.fitted_on)
     return model
+
+
+def cross_validate_scope(engine: SearchEngine, settings: Settings, folds: int = 5, seeds: int = 3) -> dict:
+    """k-fold cross-validation of the scope model on the calibration pool (never the test split).
+
+    Held-out questions get neighbour evidence only from the training folds, exactly as a new
+    question would from the whole pool.
+    """
+    questions = dev_questions(settings)
+    rows, labels, examples = _evidence_rows(engine, questions)
+    flagged_oos, flagged_in = [], []
+    for seed in range(seeds):
+        order = np.random.default_rng(seed).permutation(len(labels))
+        predicted = np.zeros(len(labels), dtype=bool)
+        for fold in range(folds):
+            held = order[fold::folds]
+            train = np.setdiff1d(order, held)
+            subset = ScopeExamples({k: v[train] for k, v in examples.vectors.items()}, labels[train])
+
+            def features(i: int, pool: ScopeExamples, exclude: int | None) -> dict:
+                vectors = {k: v[i] for k, v in examples.vectors.items()}
+                return {**rows[i], **pool.features(vectors, exclude=exclude)}
+
+            model = fit_scope_model([features(i, subset, j) for j, i in enumerate(train)], labels[train].tolist())
+            for i in held:
+                predicted[i] = model.in_scope(features(i, subset, None))[0]
+        flagged_oos.append(float((~predicted[~labels]).mean()))
+        flagged_in.append(float((~predicted[labels]).mean()))
+    return {"questions": len(labels), "out_of_scope": int((~labels).sum()), "folds": folds, "seeds": seeds,
+            "oos_flagged": round(float(np.mean(flagged_oos)), 3),
+            "in_scope_wrongly_flagged": round(float(np.mean(flagged_in)), 3)}
