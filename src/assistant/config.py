@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     use_threads: int = Field(1, ge=1, le=64, description="BLAS threads of the USE embedder.")
     e5_threads: int = Field(2, ge=1, le=64, description="OpenMP threads of the e5 engine.")
     lookup: bool = True
+    scope_max_false_flag: float = Field(
+        0.03, gt=0, lt=0.5, description="Calibration target: share of in-scope calibration questions the "
+        "scope model may flag as not covered (5-fold CV on the pool: 0.03 -> 3.9% flagged, 82% of "
+        "out-of-scope caught; 0.05 -> 6.7%, 86%).")
     max_query_chars: int = Field(
         400, ge=20, description="Retrieval reads this much of a question (a 2,000-character Chinese "
         "question otherwise costs seconds of embedding); answers still see all of it.")
@@ -81,6 +85,14 @@ class Settings(BaseSettings):
     conversation_max: int = Field(1000, ge=1)
     conversation_ttl_seconds: int = Field(3600, ge=1)
     conversation_turns: int = Field(10, ge=1)
+    # A small pool keeps the event loop and a few searches sharing the GIL instead of 40 threads
+    # convoying on it (see docs/reliability.md for the measurements behind the default).
+    threadpool_size: int = Field(8, ge=1, le=256, description="Threads running the API's blocking handlers.")
+    index_watch_seconds: float = Field(
+        5.0, ge=0, description="How often the service checks index/current for a newly published build "
+        "and swaps it in; 0 turns the watcher off.")
+    feedback_busy_timeout: float = Field(
+        5.0, gt=0, le=60, description="Seconds a feedback write waits for a locked database before a 503.")
 
     @field_validator("embedders", "cors_origins", mode="before")
     @classmethod

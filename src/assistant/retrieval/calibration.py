@@ -61,7 +61,7 @@ def calibrate_scope(engine: SearchEngine, settings: Settings) -> ScopeModel | No
                     settings.eval_path)
         return None
     rows, labels, examples = _evidence_rows(engine, questions)
-    model = fit_scope_model(rows, labels.tolist(), examples=examples)
+    model = fit_scope_model(rows, labels.tolist(), settings.scope_max_false_flag, examples=examples)
     log.info("scope calibrated on %d questions: %s", len(labels), model.fitted_on)
     return model
 
@@ -87,7 +87,8 @@ def cross_validate_scope(engine: SearchEngine, settings: Settings, folds: int = 
                 vectors = {k: v[i] for k, v in examples.vectors.items()}
                 return {**rows[i], **pool.features(vectors, exclude=exclude)}
 
-            model = fit_scope_model([features(i, subset, j) for j, i in enumerate(train)], labels[train].tolist())
+            model = fit_scope_model([features(i, subset, j) for j, i in enumerate(train)], labels[train].tolist(),
+                                    settings.scope_max_false_flag)
             for i in held:
                 predicted[i] = model.in_scope(features(i, subset, None))[0]
         flagged_oos.append(float((~predicted[~labels]).mean()))
