@@ -113,11 +113,15 @@ def test_equity_cap_follow_up(assistant):
     assert "50%" in follow.answer
 
 
-def test_ordinal_follow_up_is_a_lookup(assistant):
-    first = assistant.ask("What are all the visa facilitation measures?")
+@pytest.mark.parametrize(("question", "follow_up"), [
+    ("签证方面有哪些便利措施？", "第二条详细说说"),
+    ("List the green finance measures", "tell me more about the second one"),
+])
+def test_ordinal_follow_up_is_a_lookup(assistant, question, follow_up):
+    first = assistant.ask(question)
     numbers = cited(first)
     assert len(numbers) >= 2
-    follow = assistant.ask("tell me more about the second one", first.conversation_id)
+    follow = assistant.ask(follow_up, first.conversation_id)
     assert follow.mode == "lookup"
     assert cited(follow) == [numbers[1]]
 

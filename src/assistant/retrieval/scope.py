@@ -23,16 +23,22 @@ CALIBRATION_FILE = "scope.json"
 # (dev split + eval/calibration.jsonl): dropping any one of these costs OOS recall; the other
 # computed features (raw BM25 scores, margins of the fusion, unknown-token counts) add nothing.
 SCOPE_FEATURES = ("coverage", "top_support", "e5_top", "e5_margin", "use_top", "use_margin", "fused_top",
-                  "top_in_all_top3", "top3_overlap", "detail_unmet", "lang_en", "knn_use", "knn_e5", "knn_st")
+                  "top_in_all_top3", "top3_overlap", "consensus5", "detail_unmet", "lang_en", "knn_use", "knn_e5",
+                  "knn_st")
 EXAMPLES_FILE = "scope_examples.npz"
+
+
+def _top_mean(values: np.ndarray, k: int = 3) -> float:
+    """Mean of the ``k`` largest values: one look-alike example should not decide alone."""
+    return float(np.sort(values)[-k:].mean())
 
 
 @dataclass
 class ScopeExamples:
     """Labelled calibration questions as query vectors: a nearest-neighbour view of scope.
 
-    ``knn_<embedder>`` = similarity to the nearest in-scope example minus similarity to the
-    nearest out-of-scope one. A question like an out-of-scope example (buying a flat, a
+    ``knn_<embedder>`` = mean similarity to the three nearest in-scope examples minus that to
+    the three nearest out-of-scope ones. A question like an out-of-scope example (buying a flat, a
     driving licence) leans out of scope even when retrieval finds a superficially close task.
     """
 
@@ -49,7 +55,7 @@ class ScopeExamples:
             if name not in self.vectors or not labels.any() or labels.all():
                 continue
             sims = self.vectors[name][mask] @ vector
-            features[f"knn_{name}"] = float(sims[labels].max() - sims[~labels].max())
+            features[f"knn_{name}"] = _top_mean(sims[labels]) - _top_mean(sims[~labels])
         return features
 
     def save(self, folder: Path) -> None:
@@ -74,6 +80,11 @@ def evidence_features(scores: Mapping[str, np.ndarray], lang: str,
     if len(top3s) > 1:
         pairs = [len(a & b) / len(a | b) for i, a in enumerate(top3s) for b in top3s[i + 1:]]
         features["top3_overlap"] = float(np.mean(pairs))
+        # list questions ("all the visa measures") have no single winner but several units that
+        # retrievers agree on; an unanswerable question scatters them
+        top5s = [np.argsort(-values)[:5].tolist() for values in scores.values() if values.size]
+        votes = np.bincount([p for top in top5s for p in top], minlength=1)
+        features["consensus5"] = float((votes >= 2).sum())
     if fused:
         features["fused_top"] = fused[0][1]
         features["fused_margin"] = fused[0][1] - (fused[1][1] if len(fused) > 1 else 0.0)
