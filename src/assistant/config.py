@@ -61,8 +61,8 @@ class Settings(BaseSettings):
     lookup: bool = True
     scope_max_false_flag: float = Field(
         0.03, gt=0, lt=0.5, description="Calibration target: share of in-scope calibration questions the "
-        "scope model may flag as not covered (5-fold CV on the pool: 0.03 -> 3.9% flagged, 82% of "
-        "out-of-scope caught; 0.05 -> 6.7%, 86%).")
+        "scope model may flag as not covered (measured with benchmarks/scope_cv.py at 0.03: 3.4% flagged, "
+        "83% of out-of-scope caught).")
     max_query_chars: int = Field(
         400, ge=20, description="Retrieval reads this much of a question (a 2,000-character Chinese "
         "question otherwise costs seconds of embedding); answers still see all of it.")
