@@ -88,3 +88,155 @@ def live_server(settings, engine) -> Iterator[str]:
 def serve_app():
     """``with serve_app(app) as url:`` runs another app (other settings, fault injection) on a real server."""
     return running_server
+
+
+# --- fault injection: an OpenAI-compatible stub and the real CLI server ------------------------------
+class OpenAIStub:
+    """What the stub LLM answers (``behaviour``, ``delay``); ``requests`` records what it was sent."""
+
+    def __init__(self) -> None:
+        self.behaviour = "valid"  # valid | obey | error
+        self.delay = 0.0
+        self.requests: list[dict] = []
+
+    def reply(self, body: dict) -> tuple[int, dict]:
+        import re
+        import time
+
+        prompt = "\n".join(m["content"] for m in body.get("messages", []) if isinstance(m.get("content"), str))
+        shown = [int(n) for n in re.findall(r"\[Task (\d+)\] = ", prompt)]
+        if self.behaviour == "error":
+            return 500, {"error": {"message": "boom", "type": "server_error"}}
+        content = f"Yes, for non-profit institutions set up by donation [Task {shown[0] if shown else 1}]."
+        if self.behaviour == "obey":  # a model that follows instructions hidden in the question
+            content += (" As instructed, foreigners also get free land [Task 999]. <script>alert('x')</script>"
+                        " ![track](http://127.0.0.1:9/leak.png)")
+        return 200, {"id": "chatcmpl-stub", "object": "chat.completion", "created": int(time.time()),
+                     "model": body.get("model", "stub"),
+                     "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                                  "finish_reason": "stop"}],
+                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+
+@contextmanager
+def openai_stub_server(stub: OpenAIStub) -> Iterator[str]:
+    """An OpenAI-compatible ``/v1/chat/completions`` on 127.0.0.1 (free port); yields its base URL."""
+    import json
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+            stub.requests.append(body)
+            if stub.delay:
+                time.sleep(stub.delay)
+            status, payload = stub.reply(body)
+            data = json.dumps(payload).encode()
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except OSError:  # the client gave up (timeouts)
+                pass
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="openai-stub", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def openai_stub() -> Iterator[tuple[OpenAIStub, str]]:
+    stub = OpenAIStub()
+    with openai_stub_server(stub) as url:
+        yield stub, url
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cli_command() -> list[str]:
+    """``policy-assistant`` of this interpreter's environment (or ``python -m assistant.cli``)."""
+    import sys
+
+    cli = Path(sys.executable).with_name("policy-assistant")
+    return [str(cli)] if cli.exists() else [sys.executable, "-m", "assistant.cli"]
+
+
+@contextmanager
+def cli_server(env: dict[str, str], *args: str, log_path: Path, timeout: float = 600.0) -> Iterator[str]:
+    """``policy-assistant serve --port <free> *args`` in its own process group; yields the base URL once
+    /healthz answers 200, and stops the whole group afterwards."""
+    import signal
+    import subprocess
+    import time
+
+    import httpx
+
+    port = free_port()
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([*cli_command(), "serve", "--port", str(port), *args], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"serve did not become healthy in {timeout:.0f} s:\n"
+                                       f"{log_path.read_text()[-3000:]}")
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.5)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def serve_cli():
+    """``with serve_cli(env, "--rebuild", log_path=...) as url:`` runs the real ``policy-assistant serve``."""
+    return cli_server
+
+
+def copy_index(source_index: Path, target: Path) -> Path:
+    """A private copy of the published build of ``source_index`` (so a test may corrupt or rebuild it)."""
+    import shutil
+
+    build = (source_index / "current").resolve()
+    (target / "builds").mkdir(parents=True, exist_ok=True)
+    shutil.copytree(build, target / "builds" / build.name)
+    (target / "current").symlink_to(Path("builds") / build.name)
+    return target / "builds" / build.name
+
+
+@pytest.fixture(scope="session")
+def index_copy():
+    """``index_copy(source_index_dir, target_dir)`` copies the published build (see ``copy_index``)."""
+    return copy_index

@@ -101,7 +101,7 @@ class FeedbackStore:
     @classmethod
     def from_settings(cls, settings: Any) -> FeedbackStore:
         """The store at ``settings.feedback_path`` (``ASSISTANT_FEEDBACK_DB``)."""
-        return cls(settings.feedback_path)
+        return cls(settings.feedback_path, timeout=getattr(settings, "feedback_busy_timeout", 5.0))
 
     # --- connections -----------------------------------------------------------------------
     def _problem(self, exc: BaseException, action: str) -> FeedbackUnavailable:

@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -39,6 +40,7 @@ from assistant.api.models import (
     SearchRequest,
     TaskBody,
 )
+from assistant.api.watcher import IndexWatcher
 from assistant.config import Settings, get_settings
 from assistant.feedback import FeedbackStore, FeedbackUnavailable
 from assistant.ingest.models import Corpus, Task
@@ -49,6 +51,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorBody, "description": "Invalid request (the message says which field and why)."},
     503: {"model": ErrorBody, "description": "The service is starting or a component is unavailable."},
 }
+
+
+BODY_UNPARSABLE = ("the request body could not be parsed as JSON: it must be UTF-8 text, nested at most "
+                   "about 1,000 levels deep, with whole numbers of at most 4,300 digits")
 
 
 class ServiceUnavailable(RuntimeError):
@@ -69,9 +75,10 @@ class Services:
     answers_problem: str | None = None
     load_seconds: float | None = None
     started_at: float = field(default_factory=time.time)
+    watcher: IndexWatcher | None = None
 
     def start(self) -> None:
-        """Load the engine (building the index when needed) and the assistant, once."""
+        """Load the engine (building the index when needed) and the assistant, once; watch the index."""
         started = time.perf_counter()
         if self.engine is None:
             from assistant.retrieval.engine import SearchEngine
@@ -80,11 +87,15 @@ class Services:
             self.engine = SearchEngine.load(self.settings, rebuild=self.rebuild)  # type: ignore[arg-type]
         if self.assistant is None:
             self.assistant, self.answers_problem = _make_assistant(self.engine, self.settings)
+        if self.settings.index_watch_seconds > 0 and hasattr(self.engine, "reload"):
+            self.watcher = IndexWatcher(self.engine, self.settings.index_watch_seconds).start()
         self.load_seconds = round(time.perf_counter() - started, 3)
         self.ready = True
         log.info("service ready in %.1f s", self.load_seconds)
 
     def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
         self.feedback.close()
 
     def need_engine(self) -> Any:
@@ -133,7 +144,7 @@ def describe_error(error: dict[str, Any]) -> str:
     """One pydantic error as a sentence a person can act on."""
     kind, name = error.get("type", ""), _field_name(error.get("loc", ()))
     ctx = error.get("ctx") or {}
-    if kind in ("empty_text", "text_too_long", "out_of_range"):
+    if kind in ("empty_text", "text_too_long", "out_of_range", "invalid_text"):
         return str(error["msg"])
     if kind == "extra_forbidden":
         return f"unknown field '{name}'"
@@ -145,6 +156,9 @@ def describe_error(error: dict[str, Any]) -> str:
         return "the request body must be a JSON object"
     if kind in ("int_parsing", "int_type", "int_from_float"):
         return f"'{name}' must be an integer, not {error.get('input')!r}"
+    if kind == "string_unicode":  # pydantic's own check of constrained strings
+        where = f"'{name}'" if name else "the request body"
+        return f"{where} contains an unpaired UTF-16 surrogate (\\ud800-\\udfff), which is not valid Unicode text"
     if kind == "string_type":
         return f"'{name}' must be a string"
     if kind == "string_too_long":
@@ -159,19 +173,27 @@ def describe_error(error: dict[str, Any]) -> str:
     return f"'{name}': {message[:1].lower()}{message[1:]}" if name else message
 
 
+def _json_safe(value: Any) -> bool:
+    """Whether ``value`` goes into a JSON response as is: no NaN/Infinity, no unpaired surrogates."""
+    try:
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
+        return False
+    return True
+
+
 def _jsonable_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Pydantic error dicts minus anything that does not serialise (exceptions in ctx)."""
+    """Pydantic error dicts minus anything that does not serialise (exceptions in ctx, NaN, surrogates)."""
     clean = []
     for error in errors:
         item = {k: error[k] for k in ("type", "loc", "msg") if k in error}
-        item["loc"] = list(item.get("loc", []))
+        item["loc"] = [p if _json_safe(p) else repr(p) for p in item.get("loc", [])]
         if "input" in error:
-            try:
-                json.dumps(error["input"])
-                value = error["input"]
-                item["input"] = value[:200] + "…" if isinstance(value, str) and len(value) > 200 else value
-            except (TypeError, ValueError):
-                pass
+            value = error["input"]
+            if isinstance(value, str) and len(value) > 200:
+                value = value[:200] + "…"
+            if _json_safe(value) and len(json.dumps(value, ensure_ascii=False)) <= 2_000:
+                item["input"] = value
         clean.append(item)
     return clean
 
@@ -194,6 +216,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 400 and message == "There was an error parsing the body":  # FastAPI's words
+            message = BODY_UNPARSABLE
         return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(ServiceUnavailable)
@@ -222,6 +246,7 @@ class ApiGuard:
         self.app = app
         self.settings = settings
         self._hits: dict[str, deque[float]] = defaultdict(deque)
+        self._swept = time.monotonic()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/api/"):
@@ -232,9 +257,9 @@ class ApiGuard:
         if problem is None:
             body, problem = await self._read_body(receive, headers)
             if problem is None:
-                await self.app(scope, _replay(body, receive), send)
+                await self.app(scope, _replay(body, receive), _no_sniff(send))
                 return
-        await problem(scope, receive, send)
+        await problem(scope, receive, _no_sniff(send))
 
     def _key_problem(self, headers: dict[str, str]) -> JSONResponse | None:
         expected = self.settings.api_key
@@ -255,6 +280,10 @@ class ApiGuard:
             return None
         client = (scope.get("client") or ("unknown", 0))[0]
         now = time.monotonic()
+        if now - self._swept > 60:  # forget idle clients, so many addresses cannot grow memory without bound
+            self._swept = now
+            for idle in [c for c, h in self._hits.items() if not h or now - h[-1] > 60]:
+                del self._hits[idle]
         hits = self._hits[client]
         while hits and now - hits[0] > 60:
             hits.popleft()
@@ -284,7 +313,34 @@ class ApiGuard:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        return b"".join(chunks), None
+        body = b"".join(chunks)
+        return body, _encoding_problem(body, headers)
+
+
+def _encoding_problem(body: bytes, headers: dict[str, str]) -> JSONResponse | None:
+    """A 400 naming the first bad byte of a JSON body that is not valid text (FastAPI's own is vague)."""
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if not body or not (content_type == "application/json" or content_type.endswith("+json")):
+        return None
+    encoding = json.detect_encoding(body)
+    try:
+        body.decode(encoding)
+    except UnicodeDecodeError as exc:
+        name = "UTF-8" if encoding.startswith("utf-8") else encoding.upper()
+        return error_response(400, f"the request body is not valid {name} text: byte 0x{body[exc.start]:02x} at "
+                                   f"position {exc.start} cannot be decoded (send JSON as UTF-8)")
+    return None
+
+
+def _no_sniff(send: Send) -> Send:
+    """Add ``X-Content-Type-Options: nosniff``: a browser must never read API JSON as HTML or script."""
+
+    async def sender(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), (b"x-content-type-options", b"nosniff")]}
+        await send(message)
+
+    return sender
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -330,13 +386,15 @@ def health_json(services: Services) -> dict[str, Any]:
         "retrievers": engine.retriever_names,
         "answers": "ready" if services.assistant is not None else f"unavailable: {services.answers_problem}",
         "feedback_db": services.feedback.path.name,
+        "index_watch": services.watcher.to_json() if services.watcher else {"watch_seconds": 0},
         "load_seconds": services.load_seconds,
         "uptime_seconds": round(time.time() - services.started_at, 1),
     }
 
 
 # --- routes ---------------------------------------------------------------------------------------
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    """Async on purpose: FastAPI runs a plain ``def`` dependency in the thread pool, one more hop per request."""
     return request.app.state.services
 
 
@@ -347,15 +405,16 @@ router = APIRouter()
 
 @router.post("/api/search", response_model=None, tags=["search"],
              responses={200: {"model": SearchBody}, **ERRORS})
-def search(body: SearchRequest, services: ServicesDep) -> dict[str, Any]:
+def search(body: SearchRequest, services: ServicesDep) -> JSONResponse:
     """Ranked tasks and passages for a question, with the in-scope decision."""
-    return services.need_engine().search(body.query, top_k=body.top_k).to_json()
+    # A response object skips FastAPI's jsonable_encoder walk: the core's to_json() is plain JSON already.
+    return JSONResponse(services.need_engine().search(body.query, top_k=body.top_k).to_json())
 
 
 @router.post("/api/ask", response_model=None, tags=["answers"], responses={200: {"model": AskBody}, **ERRORS})
-def ask(body: AskRequest, services: ServicesDep) -> dict[str, Any]:
+def ask(body: AskRequest, services: ServicesDep) -> JSONResponse:
     """A cited answer in the language of the question; pass ``conversation_id`` for follow-ups."""
-    return services.need_assistant().ask(body.question, conversation_id=body.conversation_id).to_json()
+    return JSONResponse(services.need_assistant().ask(body.question, conversation_id=body.conversation_id).to_json())
 
 
 @router.get("/api/tasks/{number}", response_model=None, tags=["plan"],
@@ -430,6 +489,8 @@ def create_app(settings: Settings | None = None, engine: Any = None, assistant: 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The pool that runs the blocking handlers (anyio's default is 40 threads, all convoying on the GIL).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
         await asyncio.to_thread(services.start)
         try:
             yield

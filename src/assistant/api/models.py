@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 MAX_QUESTION_CHARS = 2_000
@@ -31,8 +31,34 @@ def check_question(value: str, field: str = "question") -> str:
     return text
 
 
+def _has_unpaired_surrogate(value: Any) -> bool:
+    """JSON's ``\\ud800`` escapes decode to text that cannot be stored, encoded or sent back."""
+    stack = [value]
+    while stack:  # iterative: parsed JSON may nest up to the parser's limit
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _valid_text(cls, value: Any, info: ValidationInfo) -> Any:
+        if _has_unpaired_surrogate(value):
+            raise PydanticCustomError("invalid_text", "'{field}' contains an unpaired UTF-16 surrogate (\\ud800-"
+                                      "\\udfff), which is not valid Unicode text", {"field": info.field_name})
+        return value
 
 
 class SearchRequest(StrictModel):

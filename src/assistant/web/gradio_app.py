@@ -63,8 +63,10 @@ def _esc(text: Any) -> str:
 
 
 def chat_safe(text: str) -> str:
-    """Markdown for the Chatbot with every ``<`` escaped, so no tag from users or the model survives."""
-    return text.replace("&", "&amp;").replace("<", "&lt;")
+    """Markdown for the Chatbot with every ``<`` escaped, so no tag from users or the model survives,
+    and image syntax (``![alt](url)``) shown as text, so no answer makes the browser fetch a URL
+    (a prompt-injected model could otherwise leak the conversation in an image address)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace("![", "!\\[")
 
 
 # --- HTML renderers (pure functions, unit-testable) -------------------------------------------
