@@ -296,6 +296,11 @@ def test_report_files_and_keys(small_run):
     breakdown = results["retrieval"]["breakdown"]
     assert set(breakdown) == {"lang", "type", "category"}
     assert "out_of_scope" not in breakdown["type"]  # no qrels: scored by the scope metrics
+    governing = results["retrieval"]["governing"]
+    assert set(governing) <= {"zh", "en"} and governing
+    for entry in governing.values():
+        assert entry["n"] > 0 and set(entry["metrics"]) == {"Recall@1", "Recall@5", "Recall@10"}
+        assert entry["metrics"]["Recall@1"] <= entry["metrics"]["Recall@5"] <= entry["metrics"]["Recall@10"]
     significance = results["retrieval"]["significance"]
     assert significance["best_single"] in ("bm25", "use", "e5")
     assert 0.0 <= significance["student"]["p_value"] <= 1.0 and 0.0 <= significance["fisher"]["p_value"] <= 1.0

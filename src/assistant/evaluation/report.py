@@ -109,6 +109,17 @@ def render_tables(results: dict[str, Any]) -> str:
                    f"{significance['fisher']['p_value']:.4g} (Monte-Carlo, {significance['fisher']['n_permutations']} "
                    f"permutations); per query W/T/L = {wtl['W']}/{wtl['T']}/{wtl['L']}.\n")
 
+    governing = retrieval.get("governing") or {}
+    if governing:
+        out.append(f"### {DEFAULT}: governing tasks only\n")
+        out.append("Questions about tasks (all types but body and metadata), counting only the grade-2 task(s) "
+                   "that answer them; mixed-language questions count as Chinese.\n")
+        metric_names = ("Recall@1", "Recall@5", "Recall@10")
+        out.append(_table(["language", "n", *metric_names],
+                          [[lang, entry["n"], *(entry["metrics"].get(m) for m in metric_names)]
+                           for lang, entry in governing.items()]))
+        out.append("")
+
     for dimension, title in (("lang", "language"), ("type", "question type"), ("category", "category")):
         groups = retrieval["breakdown"].get(dimension) or {}
         if not groups:

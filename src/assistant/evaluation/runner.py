@@ -265,6 +265,22 @@ def breakdown(questions: Sequence[EvalQuestion], qrels: Qrels, run: Run, corpus)
     return result
 
 
+def governing_recall(questions: Sequence[EvalQuestion], run: Run) -> dict[str, dict[str, Any]]:
+    """Recall of the *governing* tasks (grade 2 only) for questions about tasks, by language.
+
+    The quality floor is stated this way: does the task that answers the question come back
+    in the top 5? (The main table also counts related, grade-1 units as relevant.)
+    """
+    groups: dict[str, dict[str, dict[str, int]]] = {"zh": {}, "en": {}}
+    for question in questions:
+        governing = {doc: 2 for doc, grade in question.relevance.items() if grade == 2 and doc.startswith("task:")}
+        if not governing or question.type in ("body", "metadata"):
+            continue
+        groups["en" if question.lang == "en" else "zh"][question.id] = governing
+    return {lang: {"n": len(qrels), "metrics": retrieval_metrics(qrels, run, ("Recall@1", "Recall@5", "Recall@10"))}
+            for lang, qrels in groups.items() if qrels}
+
+
 def _near_miss_recall(questions: Sequence[EvalQuestion], predicted: dict[str, bool]) -> dict[str, Any]:
     near = [q for q in questions if "near-miss" in q.tags and not q.in_scope]
     flagged = sum(1 for q in near if not predicted[q.id])
@@ -514,6 +530,7 @@ def run_eval(engine: SearchEngine, settings: Settings, options: EvalOptions) -> 
             "default": DEFAULT,
             "configs": config_results,
             "breakdown": breakdown(questions, qrels, runs[DEFAULT], corpus),
+            "governing": governing_recall(questions, runs[DEFAULT]),
             "significance": significance,
         },
         "scope": scope,
