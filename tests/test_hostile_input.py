@@ -92,6 +92,17 @@ def test_one_megabyte_body_is_413_with_a_message(client, path, declared):
     assert client.get("/api/tasks/17").status_code == 200  # the service is unharmed
 
 
+def test_the_ui_takes_no_uploads_and_no_large_bodies(client):
+    upload = client.post("/gradio_api/upload", files={"files": ("big.bin", b"x" * 2_000_000)})
+    assert "uploads are not accepted" in json_error(upload, 404)
+    small = client.post("/gradio_api/upload", files={"files": ("a.txt", b"a")})
+    assert "uploads are not accepted" in json_error(small, 404)
+    join = post_raw(client, "/gradio_api/queue/join",
+                    json.dumps({"data": ["养" * 400_000], "fn_index": 0, "session_hash": "x"}).encode())
+    assert "request body too large" in json_error(join, 413)
+    assert client.get("/").status_code == 200 and client.get("/config").status_code == 200
+
+
 @pytest.mark.parametrize("text", ["\x00", "\x00\x01\x02\x1b[31mred\x1b[0m", "a\x7fb\x85c", "\u202eevil\u202c 第17项",
                                   "\u200b\u200b\u200b", "\ufeff养老", "line1\r\nline2\x0b\x0c"])
 def test_control_characters_get_a_normal_answer(client, text):

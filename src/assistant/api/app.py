@@ -236,10 +236,13 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 # --- API key, body size and rate limit for /api/ ------------------------------------------------
 class ApiGuard:
-    """Pure ASGI middleware for ``/api/*`` only (the UI's streaming is never wrapped).
+    """Pure ASGI middleware: the API's key, rate limit and body checks, and the UI's body limit.
 
-    Checks, from the settings: the API key (``X-API-Key`` or ``Authorization: Bearer``),
-    the body size (``max_body_bytes``, 413) and a per-client rate limit (429).
+    For ``/api/*``, from the settings: the API key (``X-API-Key`` or ``Authorization: Bearer``),
+    a per-client rate limit (429), the body size (``max_body_bytes``, 413) and its encoding (400).
+    Requests with a body to the UI (Gradio's ``POST`` endpoints) get the same size limit, and file
+    uploads are refused (the UI has no file inputs; Gradio would otherwise store any upload on
+    disk). The UI's streaming (``GET``) is never wrapped.
     """
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
@@ -249,8 +252,11 @@ class ApiGuard:
         self._swept = time.monotonic()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if not scope["path"].startswith("/api/"):
+            await self._ui(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         problem = self._key_problem(headers) or self._rate_problem(scope)
@@ -260,6 +266,20 @@ class ApiGuard:
                 await self.app(scope, _replay(body, receive), _no_sniff(send))
                 return
         await problem(scope, receive, _no_sniff(send))
+
+    async def _ui(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"].rstrip("/").endswith("/gradio_api/upload"):
+            await error_response(404, "file uploads are not accepted here")(scope, receive, send)
+            return
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        body, problem = await self._read_body(receive, headers, check_encoding=False)
+        if problem is None:
+            await self.app(scope, _replay(body, receive), send)
+        else:
+            await problem(scope, receive, send)
 
     def _key_problem(self, headers: dict[str, str]) -> JSONResponse | None:
         expected = self.settings.api_key
@@ -294,7 +314,8 @@ class ApiGuard:
         hits.append(now)
         return None
 
-    async def _read_body(self, receive: Receive, headers: dict[str, str]) -> tuple[bytes, JSONResponse | None]:
+    async def _read_body(self, receive: Receive, headers: dict[str, str],
+                         check_encoding: bool = True) -> tuple[bytes, JSONResponse | None]:
         limit = self.settings.max_body_bytes
         too_big = error_response(413, f"request body too large: at most {limit} bytes")
         declared = headers.get("content-length", "")
@@ -314,7 +335,7 @@ class ApiGuard:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        return body, _encoding_problem(body, headers)
+        return body, _encoding_problem(body, headers) if check_encoding else None
 
 
 def _encoding_problem(body: bytes, headers: dict[str, str]) -> JSONResponse | None:
