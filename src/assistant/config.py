@@ -85,8 +85,8 @@ class Settings(BaseSettings):
     conversation_max: int = Field(1000, ge=1)
     conversation_ttl_seconds: int = Field(3600, ge=1)
     conversation_turns: int = Field(10, ge=1)
-    # Measured with benchmarks/load.py (32 clients, cached questions): 40 threads served ~15% more
-    # requests per CPU second than 8, since queued requests then wait on no limiter (docs/reliability.md).
+    # anyio's own default. Measured with benchmarks/load.py (32 clients, cached questions): 40 threads
+    # used ~15% less server CPU per request than 8, averaged over several runs (docs/reliability.md).
     threadpool_size: int = Field(40, ge=1, le=256,
                                  description="Threads running the API's blocking handlers (search, answers, feedback).")
     index_watch_seconds: float = Field(

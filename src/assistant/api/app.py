@@ -234,7 +234,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error_response(500, "internal error")
 
 
-# --- API key, body size and rate limit for /api/ ------------------------------------------------
+# --- API key, rate limit, body size and encoding for /api/; body size for the UI -----------------
 class ApiGuard:
     """Pure ASGI middleware: the API's key, rate limit and body checks, and the UI's body limit.
 
@@ -510,7 +510,7 @@ def create_app(settings: Settings | None = None, engine: Any = None, assistant: 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # The pool that runs the blocking handlers (anyio's default is 40 threads, all convoying on the GIL).
+        # The pool that runs the blocking (plain ``def``) handlers: ASSISTANT_THREADPOOL_SIZE threads.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
         await asyncio.to_thread(services.start)
         try:
