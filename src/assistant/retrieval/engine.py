@@ -12,6 +12,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -158,6 +159,12 @@ class SparseRetriever(BaseRetriever):
         return _top_nodes(self._index, self.unit_scores(query_bundle.query_str), 10)
 
 
+def _timed_scores(retriever: DenseRetriever | SparseRetriever, query: str) -> tuple[np.ndarray, float]:
+    started = time.perf_counter()
+    scores = retriever.unit_scores(query)
+    return scores, (time.perf_counter() - started) * 1000
+
+
 def _top_nodes(index: LoadedIndex, scores: np.ndarray, k: int) -> list[NodeWithScore]:
     order = np.argsort(-scores)[:k]
     return [NodeWithScore(node=index.nodes[i], score=float(scores[i])) for i in order]
@@ -200,6 +207,10 @@ class SearchEngine:
         self.reranker = reranker
         self._encoders: dict[str, QueryEncoder] = {}
         self._install(index, scope)
+        # Both engines release the GIL while they compute, so on two cores e5 and USE run side
+        # by side and a query costs about its slowest encoder instead of the sum.
+        self._encode_pool = (ThreadPoolExecutor(max_workers=len(self._encoders), thread_name_prefix="encode")
+                             if settings.parallel_encoders and len(self._encoders) > 1 else None)
 
     def _install(self, index: LoadedIndex, scope: ScopeModel | None) -> None:
         """Build retrievers for ``index`` and publish them as one snapshot (a single assignment,
@@ -284,12 +295,15 @@ class SearchEngine:
         unknown = [n for n in names if n not in active]
         if unknown:
             raise ValueError(f"unknown retrievers {unknown}; available: {list(active)}")
-        scores: dict[str, np.ndarray] = {}
-        timings: dict[str, float] = {}
-        for name in names:
-            started = time.perf_counter()
-            scores[name] = active[name].unit_scores(query)
-            timings[name] = (time.perf_counter() - started) * 1000
+        pending: dict[str, Future] = {}
+        if self._encode_pool is not None:
+            dense = [n for n in names if isinstance(active[n], DenseRetriever)]
+            if len(dense) > 1:
+                pending = {n: self._encode_pool.submit(_timed_scores, active[n], query) for n in dense}
+        results = {n: _timed_scores(active[n], query) for n in names if n not in pending}
+        results.update({n: future.result() for n, future in pending.items()})
+        scores = {n: results[n][0] for n in names}
+        timings = {n: results[n][1] for n in names}
         return scores, timings
 
     def fuse(self, scores: dict[str, np.ndarray]) -> tuple[list[tuple[int, float]], dict[int, dict[str, int]]]:
@@ -333,7 +347,8 @@ class SearchEngine:
             fused = self._rerank(text, fused, index)
         timings["fusion"] = (time.perf_counter() - fusion_started) * 1000
 
-        hits = [self._hit(index, position, score, ranks.get(position, {})) for position, score in fused]
+        head = fused[: top_k + len(lookup.valid)]  # enough to fill top_k after lookups move up
+        hits = [self._hit(index, position, score, ranks.get(position, {})) for position, score in head]
         if lookup.valid:
             wanted = [f"task:{n}" for n in lookup.valid]
             top = max((h.score for h in hits), default=1.0)
