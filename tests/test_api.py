@@ -184,6 +184,9 @@ def test_healthz(client):
 def test_openapi_docs(client):
     docs = client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assert "cdn." not in docs.text and "https://" not in docs.text  # served offline
+    script = client.get("/static-offline-docs/swagger-ui-bundle.js")
+    assert script.status_code == 200 and len(script.content) > 100_000
     schema = client.get("/openapi.json").json()
     for path in ("/api/search", "/api/ask", "/api/tasks/{number}", "/api/tasks", "/api/categories",
                  "/api/feedback", "/healthz"):

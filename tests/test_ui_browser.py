@@ -125,3 +125,26 @@ def test_browse_tab_shows_category_2_with_task_17(page):
     expect(card).to_contain_text(TASK17_ZH)
     expect(card).to_contain_text(TASK17_EN)
     expect(page.locator("#tasks .task-card")).to_have_count(12)
+
+
+def test_api_docs_render_without_the_internet(browser, live_server):
+    """Swagger UI at /docs draws the API from files the server itself serves (air-gapped networks)."""
+    context = browser.new_context()
+    tab = context.new_page()
+    tab.set_default_timeout(TIMEOUT_MS)
+    server = urlparse(live_server).netloc
+    blocked: list[str] = []
+
+    def offline(route):
+        if urlparse(route.request.url).netloc == server:
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    tab.route("**/*", offline)
+    tab.goto(live_server + "/docs")
+    expect(tab.locator(".swagger-ui .info .title")).to_contain_text("Policy assistant")
+    expect(tab.locator(".opblock-summary-path", has_text="/api/ask").first).to_be_visible()
+    assert blocked == []
+    context.close()

@@ -25,6 +25,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -518,10 +519,12 @@ def create_app(settings: Settings | None = None, engine: Any = None, assistant: 
         finally:
             services.close()
 
-    app = FastAPI(title="Policy assistant for 厦府〔2026〕88号",
-                  description="Cited answers and search over Xiamen's service-industry opening-up pilot plan "
-                              "(111 annex tasks in 14 categories). The chat UI is at `/`.",
-                  version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    # FastAPIOffline serves Swagger UI's scripts from the package: the stock /docs loads them from a
+    # CDN and stays blank on an air-gapped network.
+    app = FastAPIOffline(title="Policy assistant for 厦府〔2026〕88号",
+                         description="Cited answers and search over Xiamen's service-industry opening-up pilot "
+                                     "plan (111 annex tasks in 14 categories). The chat UI is at `/`.",
+                         version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.services = services
     _install_error_handlers(app)
     app.include_router(router)
