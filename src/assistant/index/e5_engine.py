@@ -269,6 +269,9 @@ def build_fast_engine(cache_dir: Path) -> Path | None:
             return None
         final = cache_dir / f"e5-engine-{key}.so"
         os.replace(target, final)
+    for stale in cache_dir.glob("e5-engine-*.so"):  # builds for an older package, CPU or patch
+        if stale != final:
+            stale.unlink(missing_ok=True)
     return final
 
 
