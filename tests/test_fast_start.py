@@ -168,3 +168,23 @@ def test_parallel_encoders_give_the_same_results_as_one_after_the_other(engine, 
     with ThreadPoolExecutor(max_workers=6) as pool:  # concurrent searches share the encoder threads
         got = list(pool.map(lambda q: ranked(engine, q), QUESTIONS))
     assert got == expected
+
+
+_WARM = """
+import sys
+from assistant.config import Settings
+from assistant.retrieval.engine import SearchEngine
+from assistant.answer.chat import Assistant
+engine = SearchEngine.load(Settings(index_dir=sys.argv[1]), rebuild="never")
+import jieba
+before = (jieba.dt.initialized, "jieba.posseg" in sys.modules)
+Assistant(engine).warm_up()
+after = (jieba.dt.initialized, "jieba.posseg" in sys.modules)
+print(before, after, [e.encode.cache_info().currsize for e in engine._encoders.values()])
+"""
+
+
+def test_service_warm_up_loads_what_the_first_question_needs(engine, settings):
+    out = _run(_WARM, str(settings.index_path)).strip().splitlines()[-1]
+    assert out.startswith("(False, False) (True, True)"), out
+    assert "[2, 2]" in out or "[2]" in out  # each encoder has seen the two warm-up questions

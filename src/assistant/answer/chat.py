@@ -128,6 +128,11 @@ class Assistant:
                                                self.settings.conversation_ttl_seconds,
                                                self.settings.conversation_turns)
 
+    def warm_up(self) -> None:
+        """Load what the first question would otherwise wait for (jieba, its tagger, each engine)."""
+        resolve_followup("那医院呢？", [{"role": "user", "content": "外资能办养老院吗？"}])
+        self.engine.warm_up()
+
     def new_conversation(self) -> str:
         """A fresh conversation id (useful before :meth:`stream`, whose chunks carry no id)."""
         conversation_id, _ = self.conversations.open(None)

@@ -88,6 +88,12 @@ class Services:
             self.engine = SearchEngine.load(self.settings, rebuild=self.rebuild)  # type: ignore[arg-type]
         if self.assistant is None:
             self.assistant, self.answers_problem = _make_assistant(self.engine, self.settings)
+        warm = getattr(self.assistant, "warm_up", None) or getattr(self.engine, "warm_up", None)
+        if warm is not None:
+            try:
+                warm()
+            except Exception as exc:  # a failed warm-up only means a slower first question
+                log.warning("warm-up search failed: %s", exc)
         if self.settings.index_watch_seconds > 0 and hasattr(self.engine, "reload"):
             self.watcher = IndexWatcher(self.engine, self.settings.index_watch_seconds).start()
         self.load_seconds = round(time.perf_counter() - started, 3)

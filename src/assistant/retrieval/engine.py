@@ -277,6 +277,11 @@ class SearchEngine:
         """The (cached) query vector of every dense embedder."""
         return {name: encoder.encode(text) for name, encoder in self._encoders.items()}
 
+    def warm_up(self) -> None:
+        """One Chinese and one English search, so the first user waits for no lazy load."""
+        for text in ("外商投资服务业开放", "foreign investment in services"):
+            self.search(text, top_k=1)
+
     def clear_query_cache(self) -> None:
         """Forget cached query vectors (for cold-latency measurements)."""
         for encoder in self._encoders.values():
