@@ -38,6 +38,7 @@ from assistant.ingest.models import Corpus
 from assistant.retrieval.answer_type import unmet_types
 from assistant.retrieval.fusion import fuse
 from assistant.retrieval.lookup import Lookup, find_task_references
+from assistant.retrieval.places import PlaceCheck
 from assistant.retrieval.scope import ScopeModel, evidence_features
 from assistant.text import detect_language
 
@@ -187,6 +188,7 @@ class _Snapshot:
     index: LoadedIndex
     retrievers: dict[str, Any]
     scope: ScopeModel | None
+    places: PlaceCheck
 
 
 class SearchEngine:
@@ -212,7 +214,9 @@ class SearchEngine:
             if encoder is None or encoder.embedder is not dense.embedder:
                 encoder = self._encoders[name] = QueryEncoder(dense.embedder, self.settings.max_query_chars)
             retrievers[name] = DenseRetriever(name, index, encoder)
-        self._snapshot = _Snapshot(index, retrievers, scope if scope is not None else ScopeModel.load(index.folder))
+        places = PlaceCheck(t for node in index.nodes for t in (node.text, node.metadata.get("text_en") or ""))
+        self._snapshot = _Snapshot(index, retrievers, scope if scope is not None else ScopeModel.load(index.folder),
+                                   places)
 
     @property
     def index(self) -> LoadedIndex:
@@ -307,6 +311,7 @@ class SearchEngine:
         top_nodes = [snapshot.index.nodes[position] for position, _ in fused[:3]]
         top_texts = [t for node in top_nodes for t in (node.text, node.metadata.get("text_en") or "")]
         features["detail_unmet"] = float(bool(unmet_types(text, top_texts)))
+        features["other_place"] = float(bool(snapshot.places.unknown(text)))
         sparse = snapshot.retrievers.get("bm25")
         if sparse is not None and fused:
             features["coverage"], features["top_support"] = sparse.coverage(text, fused[0][0])
