@@ -66,7 +66,8 @@ EVIDENCE_PATTERNS: dict[str, re.Pattern[str]] = {
         rf"{_NUM}\s*(?:个)?(?:天|日|周|月|年)(?:以内|内|以上)?|\b\d+\s*(?:days?|weeks?|months?|years?)\b",
         re.IGNORECASE),
     "date": re.compile(r"\d{4}年\d{1,2}月(?:\d{1,2}日)?|\b\d{1,2} \w+ \d{4}\b|\b\w+ \d{1,2}, \d{4}\b"),
-    "quantity": re.compile(rf"\d+(?:\.\d+)?\s*(?:%|％)|{_NUM}\s*(?:项|家|个|条|倍|次)|\b\d+(?:\.\d+)?\s*(?:%|percent)",
+    "quantity": re.compile(rf"\d+(?:\.\d+)?\s*(?:%|％)|{_NUM}\s*(?:项|家|个|条|倍|次)|\b\d+(?:\.\d+)?\s*(?:%|percent)|"
+                           r"\b\d+ (?:[a-z-]+ ){0,2}[a-z]+s\b",  # "106 common pilot tasks"
                            re.IGNORECASE),
     "procedure": re.compile(r"(?:提交|携带|准备)[^。；]{0,12}(?:材料|证件)|(?:窗口|柜台|网站|平台)(?:申请|办理)|"
                             r"\bsubmit\b[^.;]{0,30}\bdocuments?\b|\bapply (?:at|online|through)\b", re.IGNORECASE),
