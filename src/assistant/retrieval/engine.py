@@ -45,6 +45,9 @@ from assistant.text import detect_language
 log = logging.getLogger(__name__)
 
 RebuildPolicy = Literal["never", "if_needed", "always"]
+# The embedder of question forms for the scope model: USE, the cheap one (~2 ms a query). 5-fold CV on the
+# calibration pool: with its form neighbours 0.914 OOS flagged at 3.3% false flags, without 0.905 at 3.5%.
+FORM_EMBEDDER = "use"
 
 
 @dataclass
@@ -270,6 +273,17 @@ class SearchEngine:
         """The (cached) query vector of every dense embedder."""
         return {name: encoder.encode(text) for name, encoder in self._encoders.items()}
 
+    def scope_vectors(self, text: str, snapshot: _Snapshot | None = None) -> dict[str, np.ndarray]:
+        """The vectors the scope model's neighbour features compare: the query's, per embedder,
+        and (``form_<embedder>``) that of its question form, the question minus the topic words
+        the index knows (see ``SparseIndex.question_form``)."""
+        vectors = self.query_vectors(text)
+        sparse = (snapshot or self._snapshot).index.sparse
+        if sparse is not None and FORM_EMBEDDER in self._encoders:
+            form = sparse.question_form(text) or "?"
+            vectors[f"form_{FORM_EMBEDDER}"] = self._encoders[FORM_EMBEDDER].encode(form)
+        return vectors
+
     def clear_query_cache(self) -> None:
         """Forget cached query vectors (for cold-latency measurements)."""
         for encoder in self._encoders.values():
@@ -316,7 +330,7 @@ class SearchEngine:
         if sparse is not None and fused:
             features["coverage"], features["top_support"] = sparse.coverage(text, fused[0][0])
         if snapshot.scope is not None and snapshot.scope.examples is not None:
-            features.update(snapshot.scope.examples.features(self.query_vectors(text)))
+            features.update(snapshot.scope.examples.features(self.scope_vectors(text, snapshot)))
         return features
 
     def search(self, query: str, top_k: int = 10, retrievers: Sequence[str] | None = None,
