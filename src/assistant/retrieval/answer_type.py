@@ -36,7 +36,7 @@ QUESTION_PATTERNS: dict[str, re.Pattern[str]] = {
     # how or where to do something: steps, documents, offices, counters
     "procedure": re.compile(
         r"(?:怎么|怎样|如何)(?:申请|办理?|开通|注册|报名|挂牌|领取?|缴纳?|参与|认定|备案)|"
-        r"(?:哪些|什么|啥)(?:材料|手续|证件|单证|文件|流程)|流程(?:是|怎)|手续|"
+        r"(?:哪些|什么|啥)(?:材料|手续|证件|单证|文件|流程)|(?:流程|手续)(?:是|怎|如何)|"
         r"(?:去|到|在)哪(?:里|儿)?(?:办|申请|领|买|考|挂牌|注册|报名)|"
         r"哪(?:个|家|些)(?:窗口|柜台|网站|医院|商店)|找哪(?:个|家)|谁(?:来)?审批|"
         r"\bhow (?:do|can|should|would) (?:i|we|you|one|they)\b.{0,20}\b(?:apply|register|get|obtain|claim|open|"
@@ -55,7 +55,8 @@ QUESTION_PATTERNS: dict[str, re.Pattern[str]] = {
     # money or relief handed out: subsidies, rewards, tax breaks
     "incentive": re.compile(
         r"补贴|补助|奖励|奖金|优惠|减免|返还|贴息|免税|资助|扶持资金|"
-        r"\bsubsid|\bincentives?\b|\brewards?\b|\bbonus|\btax (?:break|exemption|relief|incentive|rebate|holiday)s?\b|"
+        r"\bsubsid(?:y|ies|ise[ds]?|ize[ds]?)\b|\bincentives?\b|\brewards?\b|\bbonus|"
+        r"\btax (?:break|exemption|relief|incentive|rebate|holiday)s?\b|"
         r"\btax[- ]exempt|\bdiscounts?\b|\brebates?\b", re.IGNORECASE),
     "penalty": re.compile(r"罚|处罚|处分|\bfined\b|\bfines\b|\bpenalt|\bsanctions?\b", re.IGNORECASE),
 }
@@ -67,14 +68,16 @@ EVIDENCE_PATTERNS: dict[str, re.Pattern[str]] = {
         re.IGNORECASE),
     "date": re.compile(r"\d{4}年\d{1,2}月(?:\d{1,2}日)?|\b\d{1,2} \w+ \d{4}\b|\b\w+ \d{1,2}, \d{4}\b"),
     "quantity": re.compile(rf"\d+(?:\.\d+)?\s*(?:%|％)|{_NUM}\s*(?:项|家|个|条|倍|次)|\b\d+(?:\.\d+)?\s*(?:%|percent)|"
-                           r"\b\d+ (?:[a-z-]+ ){0,2}[a-z]+s\b",  # "106 common pilot tasks"
+                           # "106 common pilot tasks", not "2 years"
+                           r"\b\d+ (?:[a-z-]+ ){0,2}(?!(?:day|week|month|year|hour)s\b)[a-z]+s\b",
                            re.IGNORECASE),
     "procedure": re.compile(r"(?:提交|携带|准备)[^。；]{0,12}(?:材料|证件)|(?:窗口|柜台|网站|平台)(?:申请|办理)|"
                             r"\bsubmit\b[^.;]{0,30}\bdocuments?\b|\bapply (?:at|online|through)\b", re.IGNORECASE),
     "requirement": re.compile(rf"不低于|不少于|须具备|应具备|应当具备|至少|满{_NUM}|"
                               r"\bat least\b|\bno less than\b|\bnot less than\b|\bminimum of\b", re.IGNORECASE),
     "incentive": re.compile(r"补贴|补助|奖励|优惠|减免|返还|贴息|免税|资助|"
-                            r"\bsubsid|\bincentive|\breward|\bexempt|\brebate|\bdiscount", re.IGNORECASE),
+                            r"\bsubsid(?:y|ies|ise[ds]?|ize[ds]?)\b|\bincentive|\breward|\bexempt|\brebate|\bdiscount",
+                            re.IGNORECASE),
     "penalty": re.compile(r"罚|处罚|\bpenalt|\bfines?\b|\bsanction", re.IGNORECASE),
 }
 
