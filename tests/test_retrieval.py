@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -95,6 +96,62 @@ def test_out_of_scope_question_is_flagged_but_related_tasks_come_back(engine):
     assert covered.in_scope
 
 
+# Near misses: the topic is a task's, the ask (a fee, documents, a subsidy, another city) is not in the plan.
+NEAR_MISSES = [
+    "外资在厦门开诊所，一年的执业登记费是多少？",
+    "How much does it cost to register a data annotation company in Xiamen?",
+    "外国人办两年期商务签证需要提交哪些材料？",
+    "What documents do I need to open a clinic as a Hong Kong doctor?",
+    "杭州的跨境电商综试区有什么政策？",
+    "What does Shenzhen offer foreign doctors?",
+    "外资养老机构每年能拿多少运营补贴？",
+    "Does Xiamen pay a bonus to firms that join the CPMS pilot?",
+]
+# Covered, including list questions with no single best task and a number the plan does state.
+COVERED = [
+    "方案里关于外国人来华支付便利的措施有哪些？",
+    "List the measures on green finance.",
+    "跟医疗有关的任务都有哪些？",
+    "What are the plan's measures for foreign talent?",
+    "外资在IP-VPN合资公司最多持股多少",
+    "Can foreign nurses do short-term practice in Xiamen?",
+]
+
+
+@pytest.mark.parametrize("question", NEAR_MISSES)
+def test_near_miss_questions_are_flagged(engine, question):
+    if engine.scope is None:
+        pytest.skip("scope model not calibrated")
+    result = engine.search(question, top_k=5)
+    assert not result.in_scope, result.features
+    assert result.hits  # the related tasks are still listed
+
+
+@pytest.mark.parametrize("question", COVERED)
+def test_covered_and_list_questions_are_not_flagged(engine, question):
+    if engine.scope is None:
+        pytest.skip("scope model not calibrated")
+    assert engine.search(question, top_k=5).in_scope
+
+
+def test_scope_evidence_features(engine):
+    fee = engine.search("外资在厦门开诊所，一年的执业登记费是多少？", top_k=3).features
+    assert fee["detail_unmet"] == 1.0 and fee["other_place"] == 0.0
+    stated = engine.search("外资在IP-VPN合资公司最多持股多少", top_k=3).features
+    assert stated["detail_unmet"] == 0.0  # task 1 states the 50% cap
+    elsewhere = engine.search("What does Shenzhen offer foreign doctors?", top_k=3).features
+    assert elsewhere["other_place"] == 1.0
+    # Hong Kong is in the plan (task 83), so naming it is no evidence against scope
+    assert engine.search("香港律师能在厦门律所做顾问吗", top_k=3).features["other_place"] == 0.0
+    assert {"knn_use", "knn_e5", "knn_form_use"} <= set(fee)
+
+
+def test_question_form_keeps_the_ask_not_the_topic(engine):
+    sparse = engine.index.sparse
+    assert sparse.question_form("外资护理学院一年学费多少？") == "一年学费多少？"
+    assert "nurs" not in sparse.question_form("What is the yearly tuition at a foreign-funded nursing college?")
+
+
 def test_build_then_reload_gives_identical_results(engine, settings):
     reloaded = SearchEngine(settings, engine.corpus, load_index(settings, engine.corpus))
     for query in ("Can foreign companies run elderly care homes?", "跨境电商", "第3项"):
@@ -159,6 +216,21 @@ def test_index_for_other_embedders_is_stale(small_settings):
         pytest.skip(f"e5 cannot run here: {exc}")
     with pytest.raises(IndexStale, match="embedders"):
         load_index(wider)
+
+
+def test_index_calibrated_on_other_labelled_questions_is_stale(small_settings, tmp_path):
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    for name in ("questions.jsonl", "calibration.jsonl"):
+        shutil.copy(REPO / "eval" / name, eval_dir / name)
+    settings = small_settings.model_copy(update={"eval_dir": eval_dir})
+    build_index(settings)
+    load_index(settings)  # fresh
+    with (eval_dir / "calibration.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"id": "extra", "lang": "en", "question": "Is parking free?", "in_scope": False,
+                                 "kind": "near_miss", "note": "test"}) + "\n")
+    with pytest.raises(IndexStale, match="calibrated on other labelled questions"):
+        load_index(settings)
 
 
 def test_killed_build_leaves_previous_index_usable(small_settings, tmp_path):

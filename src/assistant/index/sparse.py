@@ -36,6 +36,7 @@ _EN_STOP = _words("""
 """)
 _TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*|[\u3400-\u9fff]+")
 _CJK_RUN = re.compile(r"[\u3400-\u9fff]")
+_FORM_PIECE = re.compile(r"[a-zA-Z0-9]+(?:[-'][a-zA-Z0-9]+)*|[\u3400-\u9fff]+|\S")
 
 
 def _stem(word: str) -> str:
@@ -156,6 +157,25 @@ class SparseIndex:
             weight += idf
             found += idf if any(position in p for p in postings) else 0.0
         return known / len(words), found / weight
+
+    def question_form(self, query: str) -> str:
+        """The question with the topic words the index knows taken out: what it *asks*.
+
+        "外资护理学院一年学费多少？" keeps "一年学费多少？", "How do I apply for a foreign card
+        binding?" keeps "How do I apply for a ?": near questions about the same task differ in
+        what remains (a fee, a procedure), which the scope model's neighbour features compare.
+        """
+        jieba = None
+        kept: list[str] = []
+        for match in _FORM_PIECE.finditer(query):
+            piece = match.group(0)
+            if _CJK_RUN.match(piece):
+                jieba = jieba or jieba_module()
+                kept += [w for w in jieba.cut(piece) if len(w) < 2 or w not in self._vocab]
+            elif len(piece) <= 2 or _stem(piece.lower()) not in self._vocab:
+                kept.append(piece)
+        joiner = "" if _CJK_RUN.search(query) else " "
+        return " ".join(joiner.join(kept).split())
 
     def query_tokens(self, query: str) -> tuple[list[str], list[str]]:
         """The query's content tokens, and those of them the index knows."""

@@ -41,7 +41,7 @@ from assistant.ingest.models import Corpus
 
 log = logging.getLogger(__name__)
 
-INDEX_FORMAT = 5  # bump when the unit representation or the layout changes
+INDEX_FORMAT = 6  # bump when the unit representation, the layout or the scope model's features change
 
 
 class IndexProblem(RuntimeError):
@@ -113,7 +113,21 @@ class LoadedIndex:
 
 def _index_config(settings: Settings, embedders: dict[str, OfflineEmbedding]) -> dict:
     return {"format": INDEX_FORMAT, "embedders": sorted(embedders), "bm25": settings.bm25,
-            "st_model_path": str(settings.st_model_path) if "st" in embedders else None}
+            "st_model_path": str(settings.st_model_path) if "st" in embedders else None,
+            "scope_data_sha256": scope_data_fingerprint(settings)}
+
+
+def scope_data_fingerprint(settings: Settings) -> str | None:
+    """The labelled questions the scope model is calibrated on (eval dev split + calibration set):
+    an index calibrated on other data is stale."""
+    digest = hashlib.sha256()
+    found = False
+    for name in ("questions.jsonl", "calibration.jsonl"):
+        path = settings.eval_path / name
+        if path.is_file():
+            digest.update(name.encode() + b"\0" + path.read_bytes())
+            found = True
+    return digest.hexdigest() if found else None
 
 
 def build_index(
@@ -252,6 +266,8 @@ def verify(folder: Path, settings: Settings, corpus: Corpus, available: set[str]
         raise IndexStale(f"index has embedders {sorted(built)}, the configuration here uses {sorted(available)}")
     if bool(manifest.get("bm25")) != settings.bm25:
         raise IndexStale("index BM25 setting differs from the configuration")
+    if manifest.get("scope_data_sha256") != scope_data_fingerprint(settings):
+        raise IndexStale("the scope model was calibrated on other labelled questions (eval/*.jsonl changed)")
     return manifest
 
 

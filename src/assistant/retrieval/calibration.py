@@ -44,8 +44,8 @@ def _evidence_rows(engine: SearchEngine, questions: list[dict]) -> tuple[list[di
         rows.append(engine.evidence(text, scores, detect_language(text)))
         texts.append(text)
     labels = np.array([bool(q["in_scope"]) for q in questions], dtype=bool)
-    vectors = [engine.query_vectors(t) for t in texts]
-    examples = ScopeExamples(vectors={name: np.stack([v[name] for v in vectors]) for name in engine.dense_names},
+    vectors = [engine.scope_vectors(t) for t in texts]
+    examples = ScopeExamples(vectors={name: np.stack([v[name] for v in vectors]) for name in vectors[0]},
                              in_scope=labels)
     for position, row in enumerate(rows):
         # each example's neighbours exclude itself, as a new question's would

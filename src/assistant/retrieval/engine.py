@@ -39,12 +39,16 @@ from assistant.ingest.models import Corpus
 from assistant.retrieval.answer_type import unmet_types
 from assistant.retrieval.fusion import fuse
 from assistant.retrieval.lookup import Lookup, find_task_references
+from assistant.retrieval.places import PlaceCheck
 from assistant.retrieval.scope import ScopeModel, evidence_features
 from assistant.text import detect_language
 
 log = logging.getLogger(__name__)
 
 RebuildPolicy = Literal["never", "if_needed", "always"]
+# The embedder of question forms for the scope model: USE, the cheap one (~2 ms a query). 5-fold CV on the
+# calibration pool: with its form neighbours 0.914 OOS flagged at 3.3% false flags, without 0.905 at 3.5%.
+FORM_EMBEDDER = "use"
 
 
 @dataclass
@@ -194,6 +198,7 @@ class _Snapshot:
     index: LoadedIndex
     retrievers: dict[str, Any]
     scope: ScopeModel | None
+    places: PlaceCheck
 
 
 class SearchEngine:
@@ -209,7 +214,7 @@ class SearchEngine:
         self._install(index, scope)
         # Both engines release the GIL while they compute, so on two cores e5 and USE run side
         # by side and a query costs about its slowest encoder instead of the sum.
-        self._encode_pool = (ThreadPoolExecutor(max_workers=len(self._encoders), thread_name_prefix="encode")
+        self._encode_pool = (ThreadPoolExecutor(max_workers=len(self._encoders) + 1, thread_name_prefix="encode")
                              if settings.parallel_encoders and len(self._encoders) > 1 else None)
 
     def _install(self, index: LoadedIndex, scope: ScopeModel | None) -> None:
@@ -223,7 +228,9 @@ class SearchEngine:
             if encoder is None or encoder.embedder is not dense.embedder:
                 encoder = self._encoders[name] = QueryEncoder(dense.embedder, self.settings.max_query_chars)
             retrievers[name] = DenseRetriever(name, index, encoder)
-        self._snapshot = _Snapshot(index, retrievers, scope if scope is not None else ScopeModel.load(index.folder))
+        places = PlaceCheck(t for node in index.nodes for t in (node.text, node.metadata.get("text_en") or ""))
+        self._snapshot = _Snapshot(index, retrievers, scope if scope is not None else ScopeModel.load(index.folder),
+                                   places)
 
     @property
     def index(self) -> LoadedIndex:
@@ -282,6 +289,22 @@ class SearchEngine:
         for text in ("外商投资服务业开放", "foreign investment in services"):
             self.search(text, top_k=1)
 
+    def scope_vectors(self, text: str, snapshot: _Snapshot | None = None) -> dict[str, np.ndarray]:
+        """The vectors the scope model's neighbour features compare: the query's, per embedder,
+        and (``form_<embedder>``) that of its question form, the question minus the topic words
+        the index knows (see ``SparseIndex.question_form``)."""
+        vectors = self.query_vectors(text)
+        form = self._form_vector(text, snapshot or self._snapshot)
+        if form is not None:
+            vectors[f"form_{FORM_EMBEDDER}"] = form
+        return vectors
+
+    def _form_vector(self, text: str, snapshot: _Snapshot) -> np.ndarray | None:
+        sparse = snapshot.index.sparse
+        if sparse is None or FORM_EMBEDDER not in self._encoders:
+            return None
+        return self._encoders[FORM_EMBEDDER].encode(sparse.question_form(text) or "?")
+
     def clear_query_cache(self) -> None:
         """Forget cached query vectors (for cold-latency measurements)."""
         for encoder in self._encoders.values():
@@ -326,11 +349,12 @@ class SearchEngine:
         top_nodes = [snapshot.index.nodes[position] for position, _ in fused[:3]]
         top_texts = [t for node in top_nodes for t in (node.text, node.metadata.get("text_en") or "")]
         features["detail_unmet"] = float(bool(unmet_types(text, top_texts)))
+        features["other_place"] = float(bool(snapshot.places.unknown(text)))
         sparse = snapshot.retrievers.get("bm25")
         if sparse is not None and fused:
             features["coverage"], features["top_support"] = sparse.coverage(text, fused[0][0])
         if snapshot.scope is not None and snapshot.scope.examples is not None:
-            features.update(snapshot.scope.examples.features(self.query_vectors(text)))
+            features.update(snapshot.scope.examples.features(self.scope_vectors(text, snapshot)))
         return features
 
     def search(self, query: str, top_k: int = 10, retrievers: Sequence[str] | None = None,
@@ -344,7 +368,13 @@ class SearchEngine:
         use_lookup = self.settings.lookup if use_lookup is None else use_lookup
         lookup = find_task_references(text, self.max_task) if use_lookup else Lookup()
 
+        form_future = None
+        if self._encode_pool is not None and text and scope is not None and scope.examples is not None:
+            # the scope model's question-form vector (USE) is computed while e5 encodes the query
+            form_future = self._encode_pool.submit(self._form_vector, text, snapshot)
         scores, timings = self.unit_scores(text, retrievers, snapshot) if text else ({}, {})
+        if form_future is not None:
+            form_future.result()
         fusion_started = time.perf_counter()
         fused, ranks = self.fuse(scores)
         features = self.evidence(text, scores, lang, fused, snapshot) if scores else {}

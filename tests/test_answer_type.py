@@ -1,0 +1,48 @@
+"""Expected answer types and the place check: pure text rules, no models."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.retrieval.answer_type import expected_types, unmet_types
+from assistant.retrieval.places import PlaceCheck
+
+
+@pytest.mark.parametrize(("question", "kind"), [
+    ("办理这个许可需要哪些材料？", "procedure"),
+    ("How do we apply for the pilot?", "procedure"),
+    ("去哪里办理登记？", "procedure"),
+    ("要满足什么条件才能申请？", "requirement"),
+    ("What are the eligibility criteria?", "requirement"),
+    ("能拿到多少奖励？", "incentive"),
+    ("Is there a tax break for this?", "incentive"),
+    ("违规了会被罚款吗？", "penalty"),
+])
+def test_question_patterns(question, kind):
+    assert kind in expected_types(question)
+
+
+@pytest.mark.parametrize("question", [
+    "Can a foreign company set up a subsidiary here?",  # a subsidiary is not a subsidy
+    "审批手续会不会简化？",  # asks whether procedures get simpler, not what they are
+    "Where can I use my card?",  # not a where-to-apply question
+    "方案有哪些措施？",
+])
+def test_no_false_answer_types(question):
+    assert not expected_types(question) & {"procedure", "incentive", "requirement", "penalty"}
+
+
+def test_unmet_only_when_the_evidence_lacks_the_fact():
+    assert unmet_types("股比上限多少？", ["外资股比不超过50%"]) == set()
+    assert unmet_types("How many common pilot tasks are there?", ["Focus on the 106 common pilot tasks"]) == set()
+    assert unmet_types("How much is the reward?", ["valid for up to 2 years", "branches or subsidiaries"]) == {
+        "incentive", "quantity"}
+    assert unmet_types("有补贴吗？", ["给予一次性补贴"]) == set()
+
+
+def test_place_check_ignores_places_the_plan_names():
+    check = PlaceCheck(["支持港澳台医师在厦门开办诊所", "doctors from Hong Kong, Macao and Taiwan", "福建自贸试验区"])
+    assert check.unknown("上海有什么政策？") == {"上海"}
+    assert check.unknown("What about Shanghai's rules?") == {"shanghai"}
+    assert check.unknown("香港医生能来吗") == set()
+    assert check.unknown("Can Taiwanese doctors open clinics in Fujian?") == set()
