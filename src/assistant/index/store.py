@@ -85,13 +85,19 @@ class DenseIndex:
         """Best cosine similarity per unit (max over its views), in ``unit_index`` order."""
         faiss_index = self.store.client
         sims, rows = faiss_index.search(query_vector.reshape(1, -1).astype(np.float32), faiss_index.ntotal)
+        positions = self._positions(unit_index)
+        found = rows[0] >= 0
         best = np.full(len(unit_index), -1.0, dtype=np.float32)
-        for sim, row in zip(sims[0], rows[0], strict=True):
-            if row >= 0:
-                position = unit_index[self.view_units[row]]
-                if sim > best[position]:
-                    best[position] = sim
+        np.maximum.at(best, positions[rows[0][found]], sims[0][found])
         return best
+
+    def _positions(self, unit_index: dict[str, int]) -> np.ndarray:
+        """Row -> unit position, computed once per unit order."""
+        cached = getattr(self, "_position_cache", None)
+        if cached is None or cached[0] is not unit_index:
+            cached = (unit_index, np.array([unit_index[u] for u in self.view_units], dtype=np.int64))
+            self._position_cache = cached
+        return cached[1]
 
 
 @dataclass

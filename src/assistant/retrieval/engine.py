@@ -8,13 +8,14 @@ a lock, since the C and BLAS engines are not re-entrant) and caches query embedd
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,18 +107,44 @@ class SearchResult:
 
 
 class QueryEncoder:
-    """One embedder's query side: a lock (the C and BLAS engines are not re-entrant) and a
+    """One embedder's query side: a lock (the C and BLAS engines are not re-entrant) and an LRU
     cache of query vectors. It outlives index swaps, since query vectors do not depend on them."""
 
-    def __init__(self, embedder: OfflineEmbedding, max_chars: int) -> None:
+    def __init__(self, embedder: OfflineEmbedding, max_chars: int, cache_size: int = 4096) -> None:
         self.embedder = embedder
         self._lock = threading.Lock()
         self._max_chars = max_chars
-        self.encode = lru_cache(maxsize=4096)(self._encode)
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
 
-    def _encode(self, query: str) -> np.ndarray:
+    def _cached(self, text: str) -> np.ndarray | None:
+        vector = self._cache.get(text)
+        if vector is not None:
+            self._cache.move_to_end(text)
+        return vector
+
+    def encode(self, query: str, also: Sequence[str] = ()) -> np.ndarray:
+        """The vector of ``query``; texts in ``also`` are encoded in the same batch and cached
+        (one call streams the model's weights once: USE takes 2.9 ms for two short texts, 2.0 for one)."""
         with self._lock:
-            return self.embedder.encode_queries([query[: self._max_chars]])[0]
+            vector = self._cached(query)
+            missing = [t for t in dict.fromkeys([query, *also]) if self._cached(t) is None]
+            if not missing:
+                return vector
+            vectors = self.embedder.encode_queries([t[: self._max_chars] for t in missing])
+            for text, row in zip(missing, vectors, strict=True):
+                self._cache[text] = row
+                self._cache.move_to_end(text)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+            return self._cache[query]
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    def __len__(self) -> int:
+        return len(self._cache)
 
 
 class DenseRetriever(BaseRetriever):
@@ -134,8 +161,8 @@ class DenseRetriever(BaseRetriever):
     def embedder(self) -> OfflineEmbedding:
         return self._dense.embedder
 
-    def unit_scores(self, query: str) -> np.ndarray:
-        return self._dense.unit_scores(self._encoder.encode(query), self._index.unit_index)
+    def unit_scores(self, query: str, also: Sequence[str] = ()) -> np.ndarray:
+        return self._dense.unit_scores(self._encoder.encode(query, also), self._index.unit_index)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return _top_nodes(self._index, self.unit_scores(query_bundle.query_str), 10)
@@ -163,9 +190,13 @@ class SparseRetriever(BaseRetriever):
         return _top_nodes(self._index, self.unit_scores(query_bundle.query_str), 10)
 
 
-def _timed_scores(retriever: DenseRetriever | SparseRetriever, query: str) -> tuple[np.ndarray, float]:
+def _timed_scores(retriever: DenseRetriever | SparseRetriever, query: str,
+                  also: Callable[[], list[str]] | None = None) -> tuple[np.ndarray, float]:
     started = time.perf_counter()
-    scores = retriever.unit_scores(query)
+    if also is not None and isinstance(retriever, DenseRetriever):
+        scores = retriever.unit_scores(query, also())
+    else:
+        scores = retriever.unit_scores(query)
     return scores, (time.perf_counter() - started) * 1000
 
 
@@ -214,8 +245,10 @@ class SearchEngine:
         self._install(index, scope)
         # Both engines release the GIL while they compute, so on two cores e5 and USE run side
         # by side and a query costs about its slowest encoder instead of the sum.
-        self._encode_pool = (ThreadPoolExecutor(max_workers=len(self._encoders) + 1, thread_name_prefix="encode")
+        self._encode_pool = (ThreadPoolExecutor(max_workers=len(self._encoders), thread_name_prefix="encode")
                              if settings.parallel_encoders and len(self._encoders) > 1 else None)
+        if self._encode_pool is not None and settings.gil_switch_interval_ms > 0:
+            sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
 
     def _install(self, index: LoadedIndex, scope: ScopeModel | None) -> None:
         """Build retrievers for ``index`` and publish them as one snapshot (a single assignment,
@@ -308,16 +341,22 @@ class SearchEngine:
     def clear_query_cache(self) -> None:
         """Forget cached query vectors (for cold-latency measurements)."""
         for encoder in self._encoders.values():
-            encoder.encode.cache_clear()
+            encoder.cache_clear()
 
     @property
     def retriever_names(self) -> list[str]:
         return list(self.retrievers)
 
     # --- search --------------------------------------------------------------------------
-    def unit_scores(self, query: str, retrievers: Sequence[str] | None = None, snapshot: _Snapshot | None = None
+    def unit_scores(self, query: str, retrievers: Sequence[str] | None = None, snapshot: _Snapshot | None = None,
+                    also: Mapping[str, Callable[[], list[str]]] | None = None,
                     ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-        """Scores of every unit per retriever, and the time each took (ms)."""
+        """Scores of every unit per retriever, and the time each took (ms).
+
+        ``also`` gives a dense retriever more texts to encode in the same batch as the query
+        (computed in its own thread), so the scope model's extra vectors cost no extra pass.
+        """
+        also = also or {}
         active = (snapshot or self._snapshot).retrievers
         names = list(retrievers) if retrievers is not None else list(active)
         unknown = [n for n in names if n not in active]
@@ -327,8 +366,8 @@ class SearchEngine:
         if self._encode_pool is not None:
             dense = [n for n in names if isinstance(active[n], DenseRetriever)]
             if len(dense) > 1:
-                pending = {n: self._encode_pool.submit(_timed_scores, active[n], query) for n in dense}
-        results = {n: _timed_scores(active[n], query) for n in names if n not in pending}
+                pending = {n: self._encode_pool.submit(_timed_scores, active[n], query, also.get(n)) for n in dense}
+        results = {n: _timed_scores(active[n], query, also.get(n)) for n in names if n not in pending}
         results.update({n: future.result() for n, future in pending.items()})
         scores = {n: results[n][0] for n in names}
         timings = {n: results[n][1] for n in names}
@@ -368,13 +407,11 @@ class SearchEngine:
         use_lookup = self.settings.lookup if use_lookup is None else use_lookup
         lookup = find_task_references(text, self.max_task) if use_lookup else Lookup()
 
-        form_future = None
-        if self._encode_pool is not None and text and scope is not None and scope.examples is not None:
-            # the scope model's question-form vector (USE) is computed while e5 encodes the query
-            form_future = self._encode_pool.submit(self._form_vector, text, snapshot)
-        scores, timings = self.unit_scores(text, retrievers, snapshot) if text else ({}, {})
-        if form_future is not None:
-            form_future.result()
+        also = {}
+        if scope is not None and scope.examples is not None and index.sparse is not None:
+            sparse = index.sparse  # the scope model's question-form vector, batched with the query's
+            also[FORM_EMBEDDER] = lambda: [sparse.question_form(text) or "?"]
+        scores, timings = self.unit_scores(text, retrievers, snapshot, also=also) if text else ({}, {})
         fusion_started = time.perf_counter()
         fused, ranks = self.fuse(scores)
         features = self.evidence(text, scores, lang, fused, snapshot) if scores else {}

@@ -15,12 +15,14 @@ def top_positions(scores: np.ndarray, depth: int) -> np.ndarray:
     return np.lexsort((np.arange(scores.size), -scores))[:depth]
 
 
-def reciprocal_rank(scores: Mapping[str, np.ndarray], weights: Mapping[str, float], k: int, depth: int) -> np.ndarray:
+def reciprocal_rank(scores: Mapping[str, np.ndarray], weights: Mapping[str, float], k: int, depth: int,
+                    tops: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
     """Weighted RRF: sum of w / (k + rank) over the retrievers that rank a unit in their top ``depth``."""
     size = next(iter(scores.values())).size
     fused = np.zeros(size, dtype=np.float64)
     for name, values in scores.items():
-        for rank, position in enumerate(top_positions(values, depth), start=1):
+        top = tops[name] if tops is not None else top_positions(values, depth)
+        for rank, position in enumerate(top, start=1):
             fused[position] += weights.get(name, 1.0) / (k + rank)
     return fused
 
@@ -43,11 +45,12 @@ def fuse(scores: Mapping[str, np.ndarray], weights: Mapping[str, float],
     """One ranked list of (unit position, fused score) and, per unit, the retrievers' ranks."""
     if not scores:
         return [], {}
-    fused = (reciprocal_rank(scores, weights, k, depth) if method == "rrf"
+    tops = {name: top_positions(values, depth) for name, values in scores.items()}
+    fused = (reciprocal_rank(scores, weights, k, depth, tops) if method == "rrf"
              else normalised_score(scores, weights, depth))
     ranks: dict[int, dict[str, int]] = {}
     for name, values in scores.items():
-        for rank, position in enumerate(top_positions(values, depth), start=1):
+        for rank, position in enumerate(tops[name], start=1):
             if values[position] > 0 or name != "bm25":
                 ranks.setdefault(int(position), {})[name] = rank
     candidates = [p for p in top_positions(fused, fused.size) if fused[p] > 0]

@@ -33,8 +33,13 @@ KNN_NEIGHBOURS = 15
 
 
 def _top_mean(values: np.ndarray, k: int = KNN_NEIGHBOURS) -> float:
-    """Mean of the ``k`` largest values: one look-alike example should not decide alone."""
-    return float(np.sort(values)[-k:].mean())
+    """Mean of the ``k`` largest values: one look-alike example should not decide alone.
+
+    (partition, then sort the k: the same numbers summed in the same order as a full sort.)
+    """
+    if values.size <= k:
+        return float(np.sort(values).mean())
+    return float(np.sort(np.partition(values, -k)[-k:]).mean())
 
 
 @dataclass
@@ -50,15 +55,21 @@ class ScopeExamples:
     in_scope: np.ndarray  # (n,) bool
 
     def features(self, query_vectors: Mapping[str, np.ndarray], exclude: int | None = None) -> dict[str, float]:
-        mask = np.ones(self.in_scope.size, dtype=bool)
-        if exclude is not None:
-            mask[exclude] = False
-        labels = self.in_scope[mask]
+        labels = self.in_scope
+        keep = None
+        if exclude is not None:  # cross-validation: leave one example out
+            keep = np.ones(labels.size, dtype=bool)
+            keep[exclude] = False
+            labels = labels[keep]
+        if not labels.any() or labels.all():
+            return {}
         features = {}
         for name, vector in query_vectors.items():
-            if name not in self.vectors or not labels.any() or labels.all():
+            if name not in self.vectors:
                 continue
-            sims = self.vectors[name][mask] @ vector
+            sims = self.vectors[name] @ vector
+            if keep is not None:
+                sims = sims[keep]
             features[f"knn_{name}"] = _top_mean(sims[labels]) - _top_mean(sims[~labels])
         return features
 
@@ -80,13 +91,14 @@ def evidence_features(scores: Mapping[str, np.ndarray], lang: str,
     """Scalar evidence from per-retriever unit scores (arrays over all units) and their fusion."""
     features: dict[str, float] = {"lang_en": 1.0 if lang == "en" else 0.0}
     tops: list[int] = []
-    top3s = [set(np.argsort(-values)[:3].tolist()) for values in scores.values() if values.size]
+    orders = {name: np.argsort(-values) for name, values in scores.items() if values.size}
+    top3s = [set(order[:3].tolist()) for order in orders.values()]
     if len(top3s) > 1:
         pairs = [len(a & b) / len(a | b) for i, a in enumerate(top3s) for b in top3s[i + 1:]]
         features["top3_overlap"] = float(np.mean(pairs))
         # list questions ("all the visa measures") have no single winner but several units that
         # retrievers agree on; an unanswerable question scatters them
-        top5s = [np.argsort(-values)[:5].tolist() for values in scores.values() if values.size]
+        top5s = [order[:5].tolist() for order in orders.values()]
         votes = np.bincount([p for top in top5s for p in top], minlength=1)
         features["consensus5"] = float((votes >= 2).sum())
     if fused:
@@ -96,7 +108,7 @@ def evidence_features(scores: Mapping[str, np.ndarray], lang: str,
     for name, values in sorted(scores.items()):
         if values.size == 0:
             continue
-        order = np.argsort(-values)
+        order = orders[name]
         best = float(values[order[0]])
         pack = values[order[1:6]] if values.size > 1 else values[order[:1]]
         tops.append(int(order[0]))
