@@ -143,6 +143,7 @@ def test_scope_metrics_positive_class_is_out_of_scope():
     assert scope["recall"] == pytest.approx(1 / 3)
     assert scope["f1"] == pytest.approx(2 * (1 / 2) * (1 / 3) / (1 / 2 + 1 / 3))
     assert scope["confident_oos_rate"] == pytest.approx(2 / 3)
+    assert scope["false_flag_rate"] == pytest.approx(1 / 2)
     nothing_flagged = scope_metrics({"a": False, "b": True}, {"a": True, "b": True})
     assert nothing_flagged["precision"] is None and nothing_flagged["recall"] == 0.0 and nothing_flagged["f1"] == 0.0
 

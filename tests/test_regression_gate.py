@@ -40,8 +40,15 @@ def test_retrieval_stays_above_the_floors(engine, settings, capsys):
     lines += [f"  {key:<9} measured {measured[key]:.4f}  floor {floors[key]:.4f}  "
               f"margin {measured[key] - floors[key]:+.4f}" for key in GATED]
     lines += [f"  {key:<9} measured {value:.4f}" for key, value in measured.items() if key not in GATED]
+    failures = [f"{key} {measured[key]:.4f} < floor {floors[key]:.4f}" for key in GATED if measured[key] < floors[key]]
+    scope, limits = run.results["scope"], floors["scope"]
+    lines.append(f"  scope     out-of-scope flagged {scope['recall']:.4f} (min {limits['oos_recall_min']}), "
+                 f"in scope wrongly flagged {scope['false_flag_rate']:.4f} (max {limits['false_flag_max']})")
+    if scope["recall"] < limits["oos_recall_min"]:
+        failures.append(f"out-of-scope flagged {scope['recall']:.4f} < {limits['oos_recall_min']}")
+    if scope["false_flag_rate"] > limits["false_flag_max"]:
+        failures.append(f"in scope wrongly flagged {scope['false_flag_rate']:.4f} > {limits['false_flag_max']}")
     with capsys.disabled():
         print("\n" + "\n".join(lines))
-    failures = [f"{key} {measured[key]:.4f} < floor {floors[key]:.4f}" for key in GATED if measured[key] < floors[key]]
     if failures:
         pytest.fail("retrieval regressed below eval/floors.json: " + "; ".join(failures))

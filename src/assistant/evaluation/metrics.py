@@ -123,7 +123,8 @@ def paired_test(qrels: Mapping[str, Mapping[str, int]], control: Mapping[str, Ma
 def scope_metrics(gold_in_scope: Mapping[str, bool], predicted_in_scope: Mapping[str, bool]) -> dict[str, Any]:
     """Precision, recall and F1 of the out-of-scope flag (positive class = out of scope).
 
-    ``confident_oos_rate`` is the share of out-of-scope questions answered as in scope.
+    ``confident_oos_rate`` is the share of out-of-scope questions answered as in scope;
+    ``false_flag_rate`` the share of in-scope questions wrongly flagged (the issue's ≤ 5% floor).
     Undefined ratios (no positives predicted or none in the gold) are ``None``.
     """
     ids = list(gold_in_scope)
@@ -137,7 +138,8 @@ def scope_metrics(gold_in_scope: Mapping[str, bool], predicted_in_scope: Mapping
     out_of_scope = tp + fn
     return {"questions": len(ids), "out_of_scope": out_of_scope, "tp": tp, "fp": fp, "fn": fn, "tn": tn,
             "precision": precision, "recall": recall, "f1": f1,
-            "confident_oos_rate": fn / out_of_scope if out_of_scope else None}
+            "confident_oos_rate": fn / out_of_scope if out_of_scope else None,
+            "false_flag_rate": fp / (fp + tn) if fp + tn else None}
 
 
 # --- answers --------------------------------------------------------------------------------

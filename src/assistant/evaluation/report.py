@@ -136,10 +136,10 @@ def render_tables(results: dict[str, Any]) -> str:
 
     scope = results["scope"]
     out.append("### Scope (positive class = out of scope)\n")
-    out.append(_table(["questions", "out of scope", "precision", "recall", "F1", "confident answers to OOS",
-                       "near-miss recall"],
+    out.append(_table(["questions", "out of scope", "precision", "recall", "F1", "in scope wrongly flagged",
+                       "confident answers to OOS", "near-miss recall"],
                       [[scope["questions"], scope["out_of_scope"], scope["precision"], scope["recall"], scope["f1"],
-                        scope["confident_oos_rate"], scope["near_miss"]["recall"]]]))
+                        scope.get("false_flag_rate"), scope["confident_oos_rate"], scope["near_miss"]["recall"]]]))
     out.append("")
 
     answers = results["answers"]
@@ -316,7 +316,8 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
                      f"{significance['student']['p_value']:.4g}, Fisher p = {significance['fisher']['p_value']:.4g}")
     scope = results["scope"]
     lines.append(f"  scope (out-of-scope flag): precision {_f(scope['precision'])} recall {_f(scope['recall'])} "
-                 f"F1 {_f(scope['f1'])}; confident answers to out-of-scope {_f(scope['confident_oos_rate'])}")
+                 f"F1 {_f(scope['f1'])}; in scope wrongly flagged {_f(scope.get('false_flag_rate'))}; "
+                 f"confident answers to out-of-scope {_f(scope['confident_oos_rate'])}")
     answers = results["answers"]
     if answers.get("status") == "run":
         lines.append(f"  answers: citation P {_f(answers['citation_precision'])} R {_f(answers['citation_recall'])}"
