@@ -205,3 +205,16 @@ def test_query_encoder_batches_extra_texts_and_evicts_oldest(engine):
     assert len(encoder) == 3
     encoder.cache_clear()
     assert len(encoder) == 0
+
+
+def test_unwritable_native_folder_costs_speed_not_service(tmp_path):
+    from assistant.index.embedders import UseEmbedding, make_embedder
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    settings = Settings(native_dir=blocker / "native")  # cannot be created, even by root
+    e5 = make_embedder("e5", settings)
+    assert e5.describe()["engine"] == "stock"
+    assert e5.encode_queries(["外资养老机构"]).shape == (1, 384)
+    use = UseEmbedding(cache_dir=settings.native_path)
+    assert np.array_equal(use.encode_queries(QUESTIONS[:5]), UseEmbedding().encode_queries(QUESTIONS[:5]))

