@@ -74,9 +74,22 @@ def test_lookup_of_unknown_task_says_so(engine):
 
 
 def test_lookup_does_not_fire_on_quantities(engine):
-    for query in ("106项共性试点任务是什么", "第145次市政府常务会议", "外资股比不超过50%"):
+    for query in ("106项共性试点任务是什么", "第145次市政府常务会议", "外资股比不超过50%", "试点任务一共有几项",
+                  "任务一下子就能办完吗"):
         result = engine.search(query, top_k=3)
         assert not result.lookup
+
+
+@pytest.mark.parametrize("question", [
+    "What share of an IP-VPN joint venture may a foreign operator hold?",
+    "境外电信运营商合资做虚拟专用网，外方股比最高多少？",
+    "Is there still a foreign shareholding limit for internet access services?",
+])
+def test_figure_questions_the_plan_answers_are_in_scope(engine, question):
+    """Asking for a figure the best task states (50%, no limit) is answered, not "not covered"."""
+    result = engine.search(question, top_k=3)
+    assert result.in_scope, (question, result.confidence, result.features)
+    assert result.hits[0].task in (1, 3)
 
 
 def test_retriever_subsets_and_unknown_retriever(engine):

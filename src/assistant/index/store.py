@@ -41,7 +41,7 @@ from assistant.ingest.models import Corpus
 
 log = logging.getLogger(__name__)
 
-INDEX_FORMAT = 6  # bump when the unit representation, the layout or the scope model's features change
+INDEX_FORMAT = 7  # bump when the unit representation, the layout or the scope model's features change
 
 
 class IndexProblem(RuntimeError):

@@ -37,7 +37,7 @@ from assistant.index.store import (
 )
 from assistant.ingest.corpus import load_corpus
 from assistant.ingest.models import Corpus
-from assistant.retrieval.answer_type import unmet_types
+from assistant.retrieval.answer_type import expected_types, unmet_types
 from assistant.retrieval.fusion import fuse
 from assistant.retrieval.lookup import Lookup, find_task_references
 from assistant.retrieval.places import PlaceCheck
@@ -388,10 +388,15 @@ class SearchEngine:
         top_nodes = [snapshot.index.nodes[position] for position, _ in fused[:3]]
         top_texts = [t for node in top_nodes for t in (node.text, node.metadata.get("text_en") or "")]
         features["detail_unmet"] = float(bool(unmet_types(text, top_texts)))
+        # The question asks for a figure, a date, a condition … and the best unit itself states one:
+        # the opposite evidence to detail_unmet, weighed by how much of the question that unit holds.
+        asked = expected_types(text)
+        met_top = bool(asked) and bool(top_nodes) and not unmet_types(text, top_texts[:2])
         features["other_place"] = float(bool(snapshot.places.unknown(text)))
         sparse = snapshot.retrievers.get("bm25")
         if sparse is not None and fused:
             features["coverage"], features["top_support"] = sparse.coverage(text, fused[0][0])
+        features["detail_met_support"] = float(met_top) * features.get("top_support", 0.0)
         if snapshot.scope is not None and snapshot.scope.examples is not None:
             features.update(snapshot.scope.examples.features(self.scope_vectors(text, snapshot)))
         return features

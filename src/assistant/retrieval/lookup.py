@@ -67,6 +67,24 @@ _FILLER = re.compile(
 )
 
 
+def _word_boundaries(question: str) -> set[int]:
+    from assistant.text import jieba_module
+
+    boundaries, position = {0}, 0
+    for word in jieba_module().cut(question):
+        position += len(word)
+        boundaries.add(position)
+    return boundaries
+
+
+def _numeral_is_a_word(question: str, match: re.Match[str]) -> bool:
+    """After 任务/序号/编号 a Chinese numeral must stand as a word of its own: "任务十七是什么" is a
+    lookup, "任务一共有多少项" (一共 = in total) is not. Digits need no check."""
+    if not re.search(f"[{CHINESE_NUMERAL_CHARS}]", match.group("nums")):
+        return True
+    return match.end("nums") in _word_boundaries(question)  # the numeral does not run into a word
+
+
 def find_task_references(question: str, max_task: int) -> Lookup:
     """Parse explicit task references; numbers outside 1..max_task are reported as invalid."""
     requested: list[int] = []
@@ -74,6 +92,8 @@ def find_task_references(question: str, max_task: int) -> Lookup:
     for pattern in (*_ZH_PATTERNS, *_EN_PATTERNS):
         for match in pattern.finditer(question):
             if any(start <= match.start() < end for start, end in spans):
+                continue
+            if pattern is _ZH_PATTERNS[1] and not _numeral_is_a_word(question, match):
                 continue
             spans.append(match.span())
             for number in _numbers(match.group("nums")):

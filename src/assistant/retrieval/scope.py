@@ -23,8 +23,8 @@ CALIBRATION_FILE = "scope.json"
 # (dev split + eval/calibration.jsonl): dropping any one of these costs OOS recall; the other
 # computed features (raw BM25 scores, margins of the fusion, unknown-token counts) add nothing.
 SCOPE_FEATURES = ("coverage", "top_support", "e5_top", "e5_margin", "use_top", "use_margin", "fused_top",
-                  "top_in_all_top3", "top3_overlap", "consensus5", "detail_unmet", "other_place", "lang_en", "knn_use",
-                  "knn_e5", "knn_st", "knn_form_use")
+                  "top_in_all_top3", "top3_overlap", "consensus5", "detail_unmet", "detail_met_support",
+                  "other_place", "lang_en", "knn_use", "knn_e5", "knn_st", "knn_form_use")
 EXAMPLES_FILE = "scope_examples.npz"
 # Neighbours averaged per side in the kNN features. 5-fold CV on the calibration pool (578 questions):
 # OOS flagged at the same false-flag target k=3 0.876, k=5 0.898, k=10 0.909, k=15 0.910, k=30 0.903;
