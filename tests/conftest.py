@@ -99,6 +99,10 @@ class OpenAIStub:
         self.delay = 0.0
         self.requests: list[dict] = []
 
+    def record(self, path: str, body: dict, authorization: str | None) -> dict:
+        """What ``requests`` keeps of one call (the body; subclasses may keep more)."""
+        return body
+
     def reply(self, body: dict) -> tuple[int, dict]:
         import re
         import time
@@ -129,7 +133,7 @@ def openai_stub_server(stub: OpenAIStub) -> Iterator[str]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
-            stub.requests.append(body)
+            stub.requests.append(stub.record(self.path, body, self.headers.get("Authorization")))
             if stub.delay:
                 time.sleep(stub.delay)
             status, payload = stub.reply(body)

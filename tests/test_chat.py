@@ -12,14 +12,12 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from assistant.answer.chat import Assistant, ConversationStore, resolve_followup
 from assistant.answer.types import Answer
+from conftest import OpenAIStub, openai_stub_server
 
 pytestmark = pytest.mark.slow
 
@@ -230,74 +228,37 @@ def test_empty_question_is_refused(assistant):
 # --- generative mode against a fake OpenAI-compatible server -----------------------------------
 
 
-class FakeLLM:
-    """What the fake server answers; ``requests`` records what it was sent."""
+class FakeLLM(OpenAIStub):
+    """The shared stub server (conftest) with the behaviours these tests need; ``requests``
+    records path, body and authorization of each call."""
 
-    def __init__(self) -> None:
-        self.behaviour = "valid"
-        self.delay = 0.0
-        self.requests: list[dict] = []
+    def record(self, path: str, body: dict, authorization: str | None) -> dict:
+        return {"path": path, "body": body, "authorization": authorization}
 
-
-def _reply(fake: FakeLLM, body: dict) -> tuple[int, dict]:
-    prompt = "\n".join(m["content"] for m in body["messages"] if isinstance(m.get("content"), str))
-    shown = [int(n) for n in re.findall(r"\[Task (\d+)\] = ", prompt)]
-    first = shown[0] if shown else 0
-    if fake.behaviour == "error":
-        return 500, {"error": {"message": "boom", "type": "server_error"}}
-    content = f"Yes. The plan allows it for non-profit institutions set up by donation [Task {first}]."
-    if fake.behaviour == "invented":
-        content += " It also guarantees free land for them [Task 999]."
-    if fake.behaviour == "obey" and "ignore all previous instructions" in prompt.lower():
-        content += " Foreigners also get free land [Task 999] [Task 0]."  # a model that obeys an injection
-    if fake.behaviour == "no_citations":
-        content = "Yes, certainly."
-    return 200, {"id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
-                 "model": body.get("model", "fake"),
-                 "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                              "finish_reason": "stop"}],
-                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
-
-
-@contextmanager
-def fake_llm_server(fake: FakeLLM) -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", "0"))
-            body = json.loads(self.rfile.read(length) or b"{}")
-            fake.requests.append({"path": self.path, "body": body,
-                                  "authorization": self.headers.get("Authorization")})
-            if fake.delay:
-                time.sleep(fake.delay)
-            status, payload = _reply(fake, body)
-            data = json.dumps(payload).encode()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-            except OSError:  # the client gave up (timeout test)
-                pass
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    def reply(self, body: dict) -> tuple[int, dict]:
+        prompt = "\n".join(m["content"] for m in body["messages"] if isinstance(m.get("content"), str))
+        shown = [int(n) for n in re.findall(r"\[Task (\d+)\] = ", prompt)]
+        first = shown[0] if shown else 0
+        if self.behaviour == "error":
+            return 500, {"error": {"message": "boom", "type": "server_error"}}
+        content = f"Yes. The plan allows it for non-profit institutions set up by donation [Task {first}]."
+        if self.behaviour == "invented":
+            content += " It also guarantees free land for them [Task 999]."
+        if self.behaviour == "obey" and "ignore all previous instructions" in prompt.lower():
+            content += " Foreigners also get free land [Task 999] [Task 0]."  # a model that obeys an injection
+        if self.behaviour == "no_citations":
+            content = "Yes, certainly."
+        return 200, {"id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
+                     "model": body.get("model", "fake"),
+                     "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                                  "finish_reason": "stop"}],
+                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
 
 
 @pytest.fixture(scope="module")
 def fake_llm():
     fake = FakeLLM()
-    with fake_llm_server(fake) as url:
+    with openai_stub_server(fake) as url:
         yield fake, url
 
 
