@@ -90,6 +90,7 @@ THREAD_LAYOUTS = {
     "e5 2 threads, USE 1 thread, one after the other": {"ASSISTANT_PARALLEL_ENCODERS": "false",
                                                         "ASSISTANT_E5_THREADS": "2"},
     "e5 2 threads, USE 1 thread, side by side": {"ASSISTANT_E5_THREADS": "2"},
+    "side by side, Python's 5 ms GIL switch interval": {"ASSISTANT_GIL_SWITCH_INTERVAL_MS": "0"},
     "stock e5 engine, side by side": {"ASSISTANT_E5_FAST_ENGINE": "false"},
 }
 

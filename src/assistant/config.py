@@ -64,8 +64,8 @@ class Settings(BaseSettings):
         "the stock engine when there is no compiler or its vectors disagree).")
     parallel_encoders: bool = Field(True, description="Encode a query with every dense embedder at once.")
     # A thread whose C call returns must get the GIL back; with Python's default 5 ms switch interval
-    # it can wait behind another thread's Python code. Measured on 2 cores (benchmarks/search_latency.py):
-    # warm search p50 15.9 ms at 5 ms, 15.1 at 1 ms, 13.5 at 0.2 ms.
+    # it can wait behind another thread's Python code. benchmarks/search_latency.py compares the two
+    # (thread layouts); on this 2-core machine 0.2 ms gave the lower p95, by 1-2 ms in most runs.
     gil_switch_interval_ms: float = Field(
         0.2, ge=0, le=100, description="Python's thread switch interval while encoders run in parallel (0 = leave "
         "Python's default of 5 ms).")

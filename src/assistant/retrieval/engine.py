@@ -125,7 +125,7 @@ class QueryEncoder:
 
     def encode(self, query: str, also: Sequence[str] = ()) -> np.ndarray:
         """The vector of ``query``; texts in ``also`` are encoded in the same batch and cached
-        (one call streams the model's weights once: USE takes 2.9 ms for two short texts, 2.0 for one)."""
+        (one call streams the model's weights once, cheaper than a call per text)."""
         with self._lock:
             vector = self._cached(query)
             missing = [t for t in dict.fromkeys([query, *also]) if self._cached(t) is None]
