@@ -220,6 +220,8 @@ def pick_endpoints(mix: dict[str, float], rng: random.Random) -> Iterator[str]:
 
 def check_body(endpoint: str, response: httpx.Response) -> str:
     """``ok`` for a 2xx with the expected JSON shape, otherwise what was wrong."""
+    if response.status_code == 503 and "busy" in response.text:
+        return "HTTP 503 busy (shed)"  # ASSISTANT_MAX_IN_FLIGHT: refused at once, with Retry-After
     if response.status_code != 200:
         return f"HTTP {response.status_code}"
     try:
@@ -387,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None, help="port of the started server (default: a free one)")
     parser.add_argument("--server-pgid", type=int, default=None,
                         help="with --url: process group of the server, to report its CPU time")
+    parser.add_argument("--max-in-flight", type=int, default=None,
+                        help="ASSISTANT_MAX_IN_FLIGHT of the started server (0 = never shed; default: the setting's)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
     parser.add_argument("--duration", type=float, default=60.0, help="measured seconds (default 60, at most 600)")
     parser.add_argument("--max-requests", type=int, default=100_000, help="stop after this many requests")
@@ -427,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error("--workers must be 1-32")
             if args.workers is not None:
                 os.environ["ASSISTANT_WORKERS"] = str(args.workers)
+            if args.max_in_flight is not None:
+                os.environ["ASSISTANT_MAX_IN_FLIGHT"] = str(args.max_in_flight)
             server = Server(args.workers or int(os.environ.get("ASSISTANT_WORKERS", "1")), args.port or free_port(),
                             tmp / "serve.log")
             server.wait_ready(START_TIMEOUT_S)

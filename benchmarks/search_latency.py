@@ -43,8 +43,11 @@ def percentiles(samples_ms: list[float]) -> dict[str, float]:
 COLD_HYBRID = """
 import time, sys
 from assistant.config import Settings
+from assistant.process import tune
 from assistant.retrieval.engine import SearchEngine
-engine = SearchEngine.load(Settings(index_dir=sys.argv[1]), rebuild="never")
+settings = Settings(index_dir=sys.argv[1])
+tune(settings)
+engine = SearchEngine.load(settings, rebuild="never")
 engine.search(sys.argv[2])
 print("READY", flush=True)
 """
@@ -55,9 +58,11 @@ from llama_index.core import Settings, StorageContext, load_index_from_storage
 from llama_index.vector_stores.faiss import FaissVectorStore
 from assistant.index.embedders import make_embedder
 from assistant.config import Settings as AppSettings
-Settings.llm = None
+from assistant.process import tune
 stock = sys.argv[2].endswith("-stock")
-embedder = make_embedder(sys.argv[2].removesuffix("-stock"), AppSettings(e5_fast_engine=not stock))
+settings = AppSettings(e5_fast_engine=not stock)
+tune(settings)  # also Settings.llm = None
+embedder = make_embedder(sys.argv[2].removesuffix("-stock"), settings)
 store = FaissVectorStore.from_persist_dir(sys.argv[1])
 context = StorageContext.from_defaults(vector_store=store, persist_dir=sys.argv[1])
 index = load_index_from_storage(context, embed_model=embedder)
@@ -74,8 +79,11 @@ WARM_HYBRID = """
 import json, sys, time
 import numpy as np
 from assistant.config import Settings
+from assistant.process import tune
 from assistant.retrieval.engine import SearchEngine
-engine = SearchEngine.load(Settings(index_dir=sys.argv[1]), rebuild="never")
+settings = Settings(index_dir=sys.argv[1])
+tune(settings)
+engine = SearchEngine.load(settings, rebuild="never")
 queries = json.loads(sys.stdin.read())
 engine.search("warm-up")
 samples = [engine.search(q, top_k=10).timings_ms["total"] for q in queries]
@@ -130,9 +138,11 @@ def cold_start(code: str, *args: str, repeats: int) -> dict[str, float]:
 
 def bench_hybrid(index_dir: Path, queries: list[str], repeats: int, layouts: bool) -> dict:
     from assistant.config import Settings
+    from assistant.process import tune
     from assistant.retrieval.engine import SearchEngine
 
     settings = Settings(index_dir=index_dir)
+    tune(settings)  # this process measures what `serve` runs: tuned like the CLI tunes it
     started = time.perf_counter()
     engine = SearchEngine.load(settings, rebuild="always")
     build_s = time.perf_counter() - started
@@ -157,7 +167,6 @@ def bench_hybrid(index_dir: Path, queries: list[str], repeats: int, layouts: boo
 
 def bench_baseline(name: str, persist_dir: Path, queries: list[str], repeats: int) -> dict:
     import faiss
-    from llama_index.core import Settings as LlamaSettings
     from llama_index.core import StorageContext, VectorStoreIndex
     from llama_index.vector_stores.faiss import FaissVectorStore
 
@@ -165,10 +174,12 @@ def bench_baseline(name: str, persist_dir: Path, queries: list[str], repeats: in
     from assistant.index.embedders import make_embedder
     from assistant.index.units import unit_nodes
     from assistant.ingest.corpus import load_corpus
+    from assistant.process import tune
 
-    LlamaSettings.llm = None
-    embedder = make_embedder(name.removesuffix("-stock"), Settings(e5_fast_engine=not name.endswith("-stock")))
-    nodes = unit_nodes(load_corpus())
+    settings = Settings(e5_fast_engine=not name.endswith("-stock"))
+    tune(settings)  # also llama-index's Settings.llm = None
+    embedder = make_embedder(name.removesuffix("-stock"), settings)
+    nodes = unit_nodes(load_corpus(settings))
     started = time.perf_counter()
     store = FaissVectorStore(faiss_index=faiss.IndexFlatIP(embedder.dim))
     context = StorageContext.from_defaults(vector_store=store)

@@ -1,11 +1,28 @@
-"""Expected answer types and the place check: pure text rules, no models."""
+"""Expected answer types and the place check: the vocabulary data files read by their checks, no models."""
 
 from __future__ import annotations
 
+from functools import cache
+
 import pytest
 
-from assistant.retrieval.answer_type import expected_types, unmet_types
-from assistant.retrieval.places import PlaceCheck
+from assistant.config import Settings
+from assistant.ingest.vocabulary import load_vocabulary
+from assistant.retrieval.scope.answer_types import AnswerTypeCheck
+from assistant.retrieval.scope.places import PlaceCheck
+
+
+@cache
+def _vocabulary():
+    return load_vocabulary(Settings().annotations_path)
+
+
+def expected_types(question: str) -> set[str]:
+    return AnswerTypeCheck(_vocabulary().answer_types).expected(question)
+
+
+def unmet_types(question: str, texts: list[str]) -> set[str]:
+    return AnswerTypeCheck(_vocabulary().answer_types).unmet(question, texts)
 
 
 @pytest.mark.parametrize(("question", "kind"), [
@@ -41,8 +58,14 @@ def test_unmet_only_when_the_evidence_lacks_the_fact():
 
 
 def test_place_check_ignores_places_the_plan_names():
-    check = PlaceCheck(["支持港澳台医师在厦门开办诊所", "doctors from Hong Kong, Macao and Taiwan", "福建自贸试验区"])
+    check = PlaceCheck(_vocabulary().gazetteer, ["支持港澳台医师在厦门开办诊所", "doctors from Hong Kong, Macao and Taiwan", "福建自贸试验区"])
     assert check.unknown("上海有什么政策？") == {"上海"}
     assert check.unknown("What about Shanghai's rules?") == {"shanghai"}
     assert check.unknown("香港医生能来吗") == set()
     assert check.unknown("Can Taiwanese doctors open clinics in Fujian?") == set()
+
+
+def test_answer_type_labels_name_the_missing_detail_in_both_languages():
+    check = AnswerTypeCheck(_vocabulary().answer_types)
+    assert {check.label(name, "en") for name in check.types} and all(
+        check.label(name, "zh") != check.label(name, "en") for name in check.types)

@@ -44,7 +44,8 @@ def test_search_contract(client):
     assert response.status_code == 200
     body = response.json()
     assert body["query"] == ELDERLY
-    assert body["in_scope"] is True
+    assert body["in_scope"] is True and body["coverage"] == "full"
+    assert body["decision"]["coverage"] == "full"
     assert 1 <= len(body["results"]) <= 5
     for hit in body["results"]:
         assert isinstance(hit["task"], int | None)
@@ -67,7 +68,7 @@ def test_search_chinese_and_out_of_scope(client):
     zh = client.post("/api/search", json={"query": "外资能办医院吗？"}).json()
     assert zh["lang"] == "zh" and zh["results"]
     off = client.post("/api/search", json={"query": "What is the best recipe for chocolate cake?"}).json()
-    assert off["in_scope"] is False
+    assert off["in_scope"] is False and off["coverage"] == "none"
 
 
 # --- ask -----------------------------------------------------------------------------------------
@@ -75,9 +76,10 @@ def test_ask_contract_english(client):
     response = client.post("/api/ask", json={"question": ELDERLY})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) >= {"answer", "citations", "in_scope", "lang", "conversation_id"}
+    assert set(body) >= {"answer", "citations", "in_scope", "coverage", "lang", "conversation_id",
+                         "conversation_reset"}
     assert body["lang"] == "en"
-    assert body["in_scope"] is True
+    assert body["in_scope"] is True and body["coverage"] == "full" and body["conversation_reset"] is False
     assert isinstance(body["answer"], str) and "Task 17" in body["answer"]
     assert isinstance(body["conversation_id"], str) and body["conversation_id"]
     cited = [c["task"] for c in body["citations"]]
@@ -101,7 +103,7 @@ def test_ask_conversation_round_trip_and_follow_up(client):
     follow = client.post("/api/ask", json={"question": "What about hospitals?", "conversation_id": conversation})
     assert follow.status_code == 200, follow.text
     body = follow.json()
-    assert body["conversation_id"] == conversation
+    assert body["conversation_id"] == conversation and body["conversation_reset"] is False
     assert body["lang"] == "en" and body["citations"]
     assert body["answer"]
     assert body["resolved_query"]  # the follow-up was read in the context of the first question
@@ -109,6 +111,7 @@ def test_ask_conversation_round_trip_and_follow_up(client):
     fresh = client.post("/api/ask", json={"question": "第17项是什么", "conversation_id": "no-such-conversation"})
     assert fresh.status_code == 200
     assert fresh.json()["conversation_id"] not in ("", "no-such-conversation", conversation)
+    assert fresh.json()["conversation_reset"] is True
     assert 17 in [c["task"] for c in fresh.json()["citations"]]
 
 
@@ -299,13 +302,13 @@ class _BrokenEngine:
 
 def test_unexpected_errors_are_a_bare_json_500_and_logged(settings, engine, serve_app, caplog):
     app = create_app(settings, engine=_BrokenEngine(engine), ui=False)
-    with serve_app(app) as url, caplog.at_level(logging.ERROR, logger="assistant.api.app"):
+    with serve_app(app) as url, caplog.at_level(logging.ERROR, logger="assistant.api.errors"):
         response = httpx.post(f"{url}/api/search", json={"query": ELDERLY}, timeout=60)
         assert response.status_code == 500
         assert response.json() == {"error": "internal error"}
         assert "secret" not in response.text and "Traceback" not in response.text
         assert httpx.get(f"{url}/api/tasks/17", timeout=60).status_code == 200  # the service keeps working
-    logged = [r for r in caplog.records if r.name == "assistant.api.app" and r.exc_info]
+    logged = [r for r in caplog.records if r.name == "assistant.api.errors" and r.exc_info]
     assert logged and "secret internal detail" in str(logged[0].exc_info[1])
 
 
@@ -318,6 +321,55 @@ def test_unusable_feedback_database_is_a_503_and_nothing_else_breaks(settings, e
         body = _error(response, 503)
         assert body["error"].startswith("feedback could not be stored: feedback database")
         assert httpx.post(f"{url}/api/search", json={"query": ELDERLY}, timeout=60).status_code == 200
+
+
+def test_unusable_conversation_store_is_a_503_not_a_new_conversation(settings, engine, serve_app, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    broken = settings.model_copy(update={"conversation_db": blocker / "conversations.sqlite3"})
+    with serve_app(create_app(broken, engine=engine, ui=False)) as url:
+        response = httpx.post(f"{url}/api/ask", json={"question": ELDERLY, "conversation_id": "abc"}, timeout=60)
+        body = _error(response, 503)
+        assert body["error"].startswith("the conversation could not be read or stored")
+        assert "conversation database" in body["error"] and response.headers["retry-after"] == "5"
+        assert httpx.post(f"{url}/api/search", json={"query": ELDERLY}, timeout=60).status_code == 200
+
+
+class _SlowEngine(_BrokenEngine):
+    """The real engine, one second per search (requests pile up)."""
+
+    def search(self, *args, **kwargs):
+        time.sleep(1.0)
+        return self._engine.search(*args, **kwargs)
+
+
+def test_overload_is_shed_with_503_and_retry_after(settings, engine, serve_app):
+    """More slow requests at once than ASSISTANT_MAX_IN_FLIGHT: the excess is refused at once, health answers."""
+    import concurrent.futures
+
+    bounded = settings.model_copy(update={"max_in_flight": 2})
+    with serve_app(create_app(bounded, engine=_SlowEngine(engine), ui=False)) as url, \
+            concurrent.futures.ThreadPoolExecutor(12) as pool:
+        def timed_search() -> tuple[httpx.Response, float]:
+            started = time.monotonic()
+            response = httpx.post(f"{url}/api/search", json={"query": ELDERLY, "top_k": 3}, timeout=60)
+            return response, time.monotonic() - started
+
+        futures = [pool.submit(timed_search) for _ in range(10)]
+        time.sleep(0.3)
+        health_started = time.monotonic()
+        health = httpx.get(f"{url}/healthz", timeout=10)
+        health_seconds = time.monotonic() - health_started
+        done = [f.result() for f in futures]
+    assert health.status_code == 200 and health_seconds < 1.0  # never shed, never queued behind searches
+    shed = [(r, t) for r, t in done if r.status_code == 503]
+    served = [r for r, _ in done if r.status_code == 200]
+    assert served and len(served) <= 4, [r.status_code for r, _ in done]
+    assert len(shed) >= 6
+    for response, seconds in shed:
+        assert response.headers["retry-after"] == "1"
+        assert "service busy" in _error(response, 503)["error"]
+        assert seconds < 0.9  # at once, not after waiting for a slot
 
 
 def test_api_key_body_size_and_rate_limit(settings, engine, serve_app):

@@ -139,3 +139,42 @@ def test_unknown_task_is_a_clear_error():
         done = _cli("task", number)
         assert done.returncode != 0
         assert f"no task {number}" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_corpus_is_immutable(corpus):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        corpus.task(17).text_en = "changed"  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        corpus.section("2.2").tasks = []  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        corpus.meta.title_en = "changed"  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        corpus.tasks = []  # type: ignore[misc]
+
+
+def test_each_load_is_a_fresh_equal_corpus(corpus):
+    again = load_corpus(Settings(home=REPO))
+    assert again is not corpus and again == corpus
+
+
+def test_annotating_builds_new_objects_and_leaves_the_parsed_corpus_alone():
+    raw = (SOURCES / "xiamen-service-opening-pilot-plan-2026.txt").read_text(encoding="utf-8")
+    parsed = parse_document(raw)
+    snapshot = parsed.model_dump()
+    annotated = apply_annotations(parsed, read_annotations(ANNOTATIONS))
+    assert parsed.model_dump() == snapshot
+    assert parsed.task(17).text_en == "" and "by donation" in annotated.task(17).text_en
+    assert annotated.task(17) is not parsed.task(17) and annotated.task(17).text == parsed.task(17).text
+    assert annotated.section("2.2").tasks and not parsed.section("2.2").tasks
+
+
+def test_lookups_agree_with_the_lists(corpus):
+    assert all(corpus.task(t.number) is t for t in corpus.tasks)
+    assert all(corpus.section(s.id) is s for s in corpus.sections)
+    assert all(corpus.category(c.number) is c for c in corpus.categories)
+    assert corpus.task(999) is None and corpus.section("nope") is None and corpus.category(0) is None
+    fewer = corpus.model_copy(update={"tasks": corpus.tasks[:10]})
+    assert fewer.task(11) is None and fewer.task(10) is corpus.task(10)
+    assert corpus.task(11) is not None

@@ -134,9 +134,16 @@ _BM25_SCORES = """
 import json, sys
 if sys.argv[2] == "numba-first":
     import numba  # noqa: F401
+from pathlib import Path
 from assistant.index.sparse import SparseIndex, _bm25s
 bm25s = _bm25s()
-index = SparseIndex.load(__import__("pathlib").Path(sys.argv[1]))
+from assistant.config import Settings
+from assistant.index.store import corpus_analyzer
+from assistant.ingest.corpus import load_corpus
+from assistant.ingest.vocabulary import load_vocabulary
+settings = Settings()
+analyzer = corpus_analyzer(load_vocabulary(settings.annotations_path), load_corpus(settings))
+index = SparseIndex.load(Path(sys.argv[1]), analyzer)
 queries = json.loads(sys.argv[3])
 print(json.dumps({"numba": "numba" in sys.modules, "scores": [index.scores(q).tolist() for q in queries]}))
 """
@@ -171,32 +178,35 @@ def test_parallel_encoders_give_the_same_results_as_one_after_the_other(engine, 
 
 
 _WARM = """
-import sys
+import json, sys
 from assistant.config import Settings
 from assistant.retrieval.engine import SearchEngine
 from assistant.answer.chat import Assistant
 engine = SearchEngine.load(Settings(index_dir=sys.argv[1]), rebuild="never")
+assistant = Assistant(engine)
+assistant.warm_up()
 import jieba
-before = (jieba.dt.initialized, "jieba.posseg" in sys.modules)
-Assistant(engine).warm_up()
-after = (jieba.dt.initialized, "jieba.posseg" in sys.modules)
-print(before, after, min(len(e) for e in engine._encoders.values()))
+warmed = set(sys.modules)
+for question in ("外国老板能在厦门开养老院吗", "Can foreign companies run elderly care homes?"):
+    assistant.ask(question)
+print(json.dumps({"jieba": jieba.dt.initialized, "cached": min(len(e) for e in engine._encoders.values()),
+                  "imported": sorted(set(sys.modules) - warmed)}))
 """
 
 
 def test_service_warm_up_loads_what_the_first_question_needs(engine, settings):
-    out = _run(_WARM, str(settings.index_path)).strip().splitlines()[-1]
-    cached = int(out.rsplit(" ", 1)[1])
-    assert out.startswith("(False, False) (True, True)"), out
-    assert cached >= 2  # each encoder has seen the two warm-up questions
+    out = json.loads(_run(_WARM, str(settings.index_path)).strip().splitlines()[-1])
+    assert out["jieba"] is True
+    assert out["cached"] >= 2  # each encoder has seen the two warm-up questions
+    assert out["imported"] == []  # the first questions after warm-up wait for no import
 
 
 def test_query_encoder_batches_extra_texts_and_evicts_oldest(engine):
-    from assistant.retrieval.engine import QueryEncoder
+    from assistant.retrieval.candidates import QueryEncoder
 
     use = engine.index.dense["use"].embedder
     encoder = QueryEncoder(use, max_chars=400, cache_size=3)
-    first = encoder.encode("外资养老机构", also=("一年学费多少？",))
+    first, _ = encoder.encode_many(["外资养老机构", "一年学费多少？"])  # one batch
     assert len(encoder) == 2
     assert np.allclose(first, use.encode_queries(["外资养老机构"])[0], atol=1e-6)
     assert np.allclose(encoder.encode("一年学费多少？"), use.encode_queries(["一年学费多少？"])[0], atol=1e-6)

@@ -297,6 +297,7 @@ def test_path_like_values_in_fields_are_plain_text(client):
                                            "conversation_id": "../../../etc/passwd"})
     assert deliberate(answer) == 200
     assert answer.json()["conversation_id"] != "../../../etc/passwd"  # unknown ids start a new conversation
+    assert answer.json()["conversation_reset"] is True  # and say so
     assert "root:x" not in answer.text
 
 

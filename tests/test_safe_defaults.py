@@ -39,6 +39,8 @@ def test_defaults_are_the_safe_ones(clean_env):
     assert defaults.rate_limit_per_minute == 0  # configurable (ASSISTANT_RATE_LIMIT_PER_MINUTE)
     assert defaults.cors_origins == []
     assert defaults.log_feedback_text is False
+    assert defaults.max_in_flight == 8  # per worker; beyond it /api answers 503 + Retry-After at once
+    assert defaults.state_dsn is None  # conversations and feedback in local SQLite files unless a DSN is set
 
 
 def test_the_guards_are_configured_from_the_environment(clean_env, monkeypatch):

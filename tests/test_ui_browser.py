@@ -72,6 +72,9 @@ def test_chat_answers_with_task_17_and_expandable_citation(page):
     expect(card.locator("p.zh")).to_contain_text(TASK17_ZH)
     expect(card.locator("p.en")).to_contain_text(TASK17_EN)
     expect(chat.get_by_role("button", name="Copy message").first).to_be_attached()  # copy button on answers
+    badge = page.locator("#citations .coverage")
+    expect(badge).to_have_attribute("data-coverage", "full")
+    expect(badge).to_contain_text("方案已覆盖 · covered by the plan")
     assert page.external == [], f"the UI fetched resources from other hosts: {page.external}"
 
 
@@ -103,6 +106,14 @@ def test_chinese_example_and_feedback_with_reason(page, settings):
     assert record.conversation_id
     page.locator("#thumbs-up").click()  # one rating per answer
     expect(page.locator("#feedback-status")).to_contain_text("already rated")
+
+
+def test_coverage_badge_for_a_question_the_plan_does_not_cover(page):
+    ask(page, "What is the best recipe for chocolate cake?")
+    badge = page.locator("#citations .coverage")
+    expect(badge).to_have_attribute("data-coverage", "none", timeout=TIMEOUT_MS)
+    expect(badge).to_contain_text("未涉及 · not covered")
+    expect(page.locator('#citations details')).to_have_count(0)
 
 
 def test_user_text_is_escaped(page):

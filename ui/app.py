@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 
 from assistant.config import get_settings
-from assistant.feedback import FeedbackStore
 from assistant.retrieval.engine import SearchEngine
+from assistant.state import open_feedback_store
 from assistant.web.gradio_app import build_ui, ui_css, ui_theme
 
 
@@ -21,7 +21,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO)
     settings = get_settings()
     engine = SearchEngine.load(settings, rebuild="if_needed")
-    store = FeedbackStore.from_settings(settings)
+    store = open_feedback_store(settings)  # PostgreSQL with ASSISTANT_STATE_DSN, else the SQLite file
     demo = build_ui(Assistant(engine, settings), engine, store, settings)
     demo.launch(server_name=settings.host, server_port=settings.port, share=False, show_error=False,
                 theme=ui_theme(), css=ui_css(), footer_links=["settings"], ssr_mode=False)

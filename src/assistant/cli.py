@@ -105,12 +105,20 @@ def _progress_bar():
 
 
 def load_engine(rebuild: str = "if_needed"):
-    """The search engine, building the index when it is missing or stale."""
+    """The search engine, building the index when it is missing or stale.
+
+    Every command that loads the engine (ingest, search, ask, chat, serve, eval) comes through
+    here, so this is where the CLI tunes its process (:func:`assistant.process.tune`): before the
+    embedders load, since the e5 engine's OpenMP runtime reads its environment once.
+    """
     from assistant.index.store import IndexProblem
+    from assistant.process import tune
     from assistant.retrieval.engine import SearchEngine
 
+    settings = get_settings()
+    tune(settings)
     try:
-        return SearchEngine.load(get_settings(), rebuild=rebuild, progress=_progress_bar())
+        return SearchEngine.load(settings, rebuild=rebuild, progress=_progress_bar())
     except IndexProblem as exc:
         raise UserError(f"{exc} (or pass --rebuild)") from exc
 
@@ -261,8 +269,17 @@ def serve(
         uvicorn.run(create_app(settings, engine=engine), host=host, port=port, log_level="info")
     else:
         del engine  # every worker loads its own engine in the app's lifespan
-        uvicorn.run("assistant.api.app:app_factory", factory=True, host=host, port=port, workers=workers,
+        uvicorn.run("assistant.cli:worker_app", factory=True, host=host, port=port, workers=workers,
                     log_level="info")
+
+
+def worker_app():
+    """The app of one ``serve --workers N`` worker process, tuned like the parent (process.tune)."""
+    from assistant.api.app import app_factory
+    from assistant.process import tune
+
+    tune(get_settings())
+    return app_factory()
 
 
 feedback_app = typer.Typer(help="Answer feedback (👍/👎) stored by the API and the UI.", no_args_is_help=True)
@@ -295,25 +312,27 @@ def feedback_export(
 @app.command("eval")
 @friendly_errors
 def eval_command(
-    split: str = typer.Option("test", help="Question split: dev, test or all."),
+    split: str = typer.Option("blind", help="Question split: blind (eval/blind/, never tuned on), dev or all."),
     retrievers: str | None = typer.Option(None, help="Comma-separated retrievers of the hybrid (default: all)."),
-    ablation: bool = typer.Option(True, "--ablation/--no-ablation", help="Also run each retriever, each pair "
-                                  "and the hybrid without lookup, with a significance test."),
-    answers: bool = typer.Option(True, "--answers/--no-answers", help="Also score the answers (citations, facts)."),
+    ablation: bool = typer.Option(True, "--ablation/--no-ablation", help="Also run the hybrid without lookup and "
+                                  "without rerank, text-only, knowledge-only and each retriever alone."),
+    answers: bool = typer.Option(True, "--answers/--no-answers", help="Also ask the Assistant: answer floors, "
+                                 "coverage of the answers, the conversations."),
     output: str | None = typer.Option(None, "--output", help="Parent folder of the report (default eval/reports)."),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="Only N questions, spread over types (smoke runs)."),
-    baseline: bool = typer.Option(False, "--baseline", help="Also rewrite eval/BASELINE.md (test split only)."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Only N questions, spread over types, and "
+                                     "ceil(N/4) conversations (smoke runs)."),
+    baseline: bool = typer.Option(False, "--baseline", help="Also rewrite eval/BASELINE.md (whole blind split)."),
 ) -> None:
-    """Run the benchmark (eval/questions.jsonl) and write a report under eval/reports/<UTC time>/."""
+    """Run the benchmark and write a report under eval/reports/<UTC time>/; prints the gated metrics."""
     from pathlib import Path
 
-    from assistant.evaluation import DatasetError, EvalOptions, run_eval
+    from assistant.evaluation import DatasetError, EvalOptions, check_floors, load_floors, run_eval
     from assistant.evaluation.report import summary_lines, write_baseline, write_report
 
-    if split not in ("dev", "test", "all"):
-        raise UserError(f"unknown split {split!r}: use dev, test or all")
-    if baseline and (split != "test" or limit is not None):
-        raise UserError("--baseline measures the whole test split: drop --split/--limit")
+    if split not in ("dev", "blind", "all"):
+        raise UserError(f"unknown split {split!r}: use blind, dev or all")
+    if baseline and (split != "blind" or limit is not None or not answers):
+        raise UserError("--baseline measures the whole blind split with answers: drop --split/--limit/--no-answers")
     names = [n.strip() for n in retrievers.split(",") if n.strip()] if retrievers else None
     settings = get_settings()
     engine = load_engine()
@@ -327,6 +346,17 @@ def eval_command(
     folder = write_report(run, Path(output) if output else settings.eval_path / "reports")
     for line in summary_lines(run.results):
         typer.echo(line)
+    floors_path = settings.eval_path / "floors.json"
+    if limit is None and answers and floors_path.exists():
+        try:
+            floors = load_floors(floors_path)
+        except ValueError as exc:
+            typer.secho(f"warning: {exc}", fg=typer.colors.YELLOW, err=True)
+        else:
+            if floors["split"] == split:
+                typer.echo(f"floors ({floors_path.name}, {split} split):")
+                for check in check_floors(run.results.gated, floors):
+                    typer.echo(f"  {check.line()}")
     typer.echo(f"report: {folder / 'report.md'}")
     if baseline:
         write_baseline(run.results, settings.eval_path / "BASELINE.md")

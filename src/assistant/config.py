@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     index_dir: Path | None = Field(None, description="Where the built index lives.")
     eval_dir: Path | None = Field(None, description="Eval set and reports.")
     feedback_db: Path | None = Field(None, description="SQLite file for 👍/👎 feedback.")
+    state_dsn: str | None = Field(
+        None, description="PostgreSQL DSN for shared state (conversations, feedback); unset = SQLite files.")
+    conversation_db: Path | None = Field(None, description="SQLite file for conversation memory.")
     native_dir: Path | None = Field(None, description="Cache of engines compiled for this CPU (the fast e5 engine).")
 
     # --- retrieval ----------------------------------------------------------------------
@@ -44,14 +47,17 @@ class Settings(BaseSettings):
         "'st' (sentence-transformers model from ASSISTANT_ST_MODEL_PATH).",
     )
     st_model_path: Path | None = Field(None, description="Local sentence-transformers model folder.")
-    reranker_path: Path | None = Field(None, description="Local sentence-transformers CrossEncoder folder.")
     bm25: bool = True
+    knowledge: bool = Field(
+        True, description="Index the reviewed task knowledge (explanations, synonyms, example questions) as extra "
+        "views: the retrievers bm25_k, use_k, e5_k.")
     fusion: Literal["rrf", "score"] = "rrf"
     # 125 units, not millions: with the textbook k=60 rank 1 and rank 10 weigh almost the same.
     # Measured on the dev split (Recall@5): k=60 0.92, k=10 0.95, k=5 0.97, k=2 0.97.
     rrf_k: int = Field(5, ge=1)
     fusion_weights: dict[str, float] = Field(
-        default={"bm25": 1.0, "use": 1.0, "e5": 1.0, "st": 1.0},
+        default={"bm25": 1.0, "use": 1.0, "e5": 1.0, "st": 1.0, "bm25_k": 1.0, "use_k": 1.0, "e5_k": 1.0,
+                 "st_k": 1.0},
         description="Per-retriever weight in fusion.",
     )
     candidates_per_retriever: int = Field(30, ge=1, le=500)
@@ -70,10 +76,21 @@ class Settings(BaseSettings):
         0.2, ge=0, le=100, description="Python's thread switch interval while encoders run in parallel (0 = leave "
         "Python's default of 5 ms).")
     lookup: bool = True
+    followup_context_weight: float = Field(
+        0.5, ge=0, le=10, description="Weight of the previous turn's cited units in fusion for a follow-up, as a "
+        "share of all retrievers' weight (0 = rewrite only).")
+    rerank: bool = Field(False, description="Re-order the head of the fused ranking by clause-level alignment "
+                         "with the question (the pipeline's rerank stage; the eval reports it as an ablation).")
+    scope_max_oos_full: float = Field(
+        0.03, gt=0, lt=0.5, description="Calibration target: share of out-of-scope calibration questions the "
+        "scope model may still answer as fully covered (the rest of the in-scope band is 'partial').")
     scope_max_false_flag: float = Field(
         0.03, gt=0, lt=0.5, description="Calibration target: share of in-scope calibration questions the "
         "scope model may flag as not covered (measured with benchmarks/scope_cv.py at 0.03: 3.5% flagged, "
         "91.6% of out-of-scope caught; 0.035: 4.4%, 92.2%; 0.04: 4.5%, 92.5%).")
+    scope_max_topic_miss: float = Field(
+        0.01, gt=0, lt=0.5, description="Calibration target: share of in-scope calibration questions the topic "
+        "model may reject (those fall to 'none'; the scope model's rejects above it are 'partial').")
     max_query_chars: int = Field(
         400, ge=20, description="Retrieval reads this much of a question (a 2,000-character Chinese "
         "question otherwise costs seconds of embedding); answers still see all of it.")
@@ -105,6 +122,11 @@ class Settings(BaseSettings):
         "and swaps it in; 0 turns the watcher off.")
     feedback_busy_timeout: float = Field(
         5.0, gt=0, le=60, description="Seconds a feedback write waits for a locked database before a 503.")
+    # Overload shedding (assistant.api.guard): beyond this many /api requests in flight in one worker the
+    # next one gets 503 + Retry-After at once instead of queueing behind the others (docs/reliability.md).
+    max_in_flight: int = Field(
+        8, ge=0, le=1024, description="Requests one worker handles at once before answering 503 'busy' "
+        "(0 = never shed); /healthz is never shed.")
 
     @field_validator("embedders", "cors_origins", mode="before")
     @classmethod
@@ -137,6 +159,10 @@ class Settings(BaseSettings):
     @property
     def feedback_path(self) -> Path:
         return self.feedback_db or self.home / "var" / "feedback.sqlite3"
+
+    @property
+    def conversations_path(self) -> Path:
+        return self.conversation_db or self.home / "var" / "conversations.sqlite3"
 
 
 @lru_cache(maxsize=1)

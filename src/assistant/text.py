@@ -79,16 +79,21 @@ def squeeze_cjk_spaces(text: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def jieba_module():
+def jieba_module(cache_dir: Path | None = None):
     """jieba, initialised once and quietly (its dictionary load otherwise logs to stderr).
 
-    The prefix dictionary comes from our start-up cache when there is one (0.2 s instead of
-    jieba's own 0.65–0.8 s unmarshal); jieba's lock guards the swap as it guards its own load.
+    jieba is a process singleton by nature (``jieba.dt`` is its one global tokenizer), so this
+    memoises the module rather than owning a tokenizer; the first call initialises it and later
+    calls return it as it is.
+
+    The prefix dictionary comes from the start-up cache in ``cache_dir`` when there is one (0.2 s
+    instead of jieba's own 0.65–0.8 s unmarshal); jieba's lock guards the swap as it guards its
+    own load. Without ``cache_dir`` the folder is the process settings' ``native_path``
+    (``ASSISTANT_NATIVE_DIR``, default ``var/native``), read only when jieba is not yet loaded.
     """
     import jieba
 
     from assistant import fastload
-    from assistant.config import get_settings
 
     jieba.setLogLevel(logging.WARNING)
     tokenizer = jieba.dt
@@ -98,7 +103,10 @@ def jieba_module():
     if tokenizer.dictionary != jieba.DEFAULT_DICT or not source.is_file():  # jieba's own cache handles it
         jieba.initialize()
         return jieba
-    cache_dir = get_settings().native_path
+    if cache_dir is None:
+        from assistant.config import get_settings
+
+        cache_dir = get_settings().native_path
     key = fastload.fingerprint("jieba", getattr(jieba, "__version__", "?"), source)
     cached = fastload.load(cache_dir, "jieba-dict", key)
     with tokenizer.lock:

@@ -1,113 +1,42 @@
-"""Conversations: follow-up resolution, bounded per-conversation memory, answers and streaming.
+"""Conversations: answers in a conversation kept in the shared store, and streaming.
 
-``Assistant`` is what the API, the web UI and the CLI call. It holds no model of its own: it
-resolves the question against the conversation, searches with the shared ``SearchEngine``,
-composes the extractive answer and, when an LLM is configured, tries the generative one.
+``Assistant`` is what the API, the web UI and the CLI call. It holds no model of its own: it loads
+the conversation's earlier turns from the conversation store (SQLite by default, PostgreSQL when
+``ASSISTANT_STATE_DSN`` is set; see :mod:`assistant.state`), lets the search pipeline resolve the
+question against them (``engine.search(..., context=turns)``), composes the extractive answer and,
+when an LLM is configured, tries the generative one. Then it stores the turn as data (question,
+resolved query, cited unit ids, coverage, language): no answer text is ever parsed back.
+
+Because the turns live in the store and not in the process, any API worker can answer any turn of
+a conversation, and a restart does not forget it. An unknown or expired id starts a fresh
+conversation and says so (``Answer.conversation_reset``); a store that cannot be used raises
+:class:`assistant.state.ConversationUnavailable` (the API answers 503), never a silent new one.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-import secrets
-import threading
 import time
-from collections import OrderedDict, deque
 from collections.abc import Generator
-from dataclasses import dataclass, field
 
-from assistant.answer.compose import compose_answer, relevance_for
-from assistant.answer.followup import resolve_followup
-from assistant.answer.types import Answer
+from assistant.answer.compose import compose_answer
+from assistant.answer.types import Answer, Citation
 from assistant.config import Settings
 from assistant.retrieval.engine import SearchEngine
+from assistant.state import (
+    ConversationNotFound,
+    ConversationStore,
+    TurnRecord,
+    open_conversation_store,
+)
 from assistant.text import detect_language
 
-__all__ = ["Assistant", "resolve_followup"]
+__all__ = ["Assistant", "chunk_markdown", "unit_ids"]
+
+log = logging.getLogger(__name__)
 
 SEARCH_TOP_K = 10
-
-
-@dataclass
-class _Conversation:
-    turns: deque[tuple[str, str]]
-    touched: float = field(default_factory=time.monotonic)
-
-
-class ConversationStore:
-    """Conversations by id, bounded by count (LRU), age (TTL) and turns kept; thread-safe."""
-
-    def __init__(self, max_conversations: int, ttl_seconds: float, max_turns: int) -> None:
-        self.max_conversations = max_conversations
-        self.ttl_seconds = ttl_seconds
-        self.max_turns = max_turns
-        self._items: OrderedDict[str, _Conversation] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def _expire(self, now: float) -> None:
-        # Entries are kept in touch order, so the stale ones are at the front.
-        while self._items:
-            oldest_id, oldest = next(iter(self._items.items()))
-            if now - oldest.touched <= self.ttl_seconds:
-                break
-            del self._items[oldest_id]
-
-    def _get(self, conversation_id: str | None, now: float) -> _Conversation | None:
-        self._expire(now)
-        if conversation_id is None:
-            return None
-        return self._items.get(conversation_id)
-
-    def open(self, conversation_id: str | None) -> tuple[str, list[dict]]:
-        """The id to use and the prior turns; a new random id when none is given or it is unknown."""
-        now = time.monotonic()
-        with self._lock:
-            conversation = self._get(conversation_id, now)
-            if conversation is None:
-                conversation_id = secrets.token_urlsafe(12)
-                conversation = _Conversation(deque(maxlen=self.max_turns), now)
-                self._items[conversation_id] = conversation
-                while len(self._items) > self.max_conversations:
-                    self._items.popitem(last=False)
-            conversation.touched = now
-            self._items.move_to_end(conversation_id)
-            return conversation_id, _as_messages(conversation.turns)
-
-    def append(self, conversation_id: str, question: str, answer: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            conversation = self._get(conversation_id, now)
-            if conversation is None:  # evicted meanwhile: start it again under the same id
-                conversation = _Conversation(deque(maxlen=self.max_turns), now)
-                self._items[conversation_id] = conversation
-                while len(self._items) > self.max_conversations:
-                    self._items.popitem(last=False)
-            conversation.turns.append((question, answer))
-            conversation.touched = now
-            self._items.move_to_end(conversation_id)
-
-    def history(self, conversation_id: str) -> list[dict]:
-        with self._lock:
-            conversation = self._get(conversation_id, time.monotonic())
-            return _as_messages(conversation.turns) if conversation else []
-
-    def __len__(self) -> int:
-        with self._lock:
-            self._expire(time.monotonic())
-            return len(self._items)
-
-    def __contains__(self, conversation_id: object) -> bool:
-        with self._lock:
-            self._expire(time.monotonic())
-            return conversation_id in self._items
-
-
-def _as_messages(turns: deque[tuple[str, str]]) -> list[dict]:
-    messages: list[dict] = []
-    for question, answer in turns:
-        messages.append({"role": "user", "content": question})
-        messages.append({"role": "assistant", "content": answer})
-    return messages
-
 
 _CHUNK = re.compile(r".+?(?:[。！？!?]|\.(?=\s)|\n\n|$)", re.DOTALL)
 
@@ -118,55 +47,92 @@ def chunk_markdown(markdown: str) -> list[str]:
     return pieces if "".join(pieces) == markdown else [markdown]
 
 
-class Assistant:
-    """Cited answers in a conversation, over one shared :class:`SearchEngine`."""
+def unit_ids(citations: list[Citation]) -> list[str]:
+    """The index unit ids ("task:N", "section:ID") of ``citations``, in citation order, without repeats."""
+    ids: list[str] = []
+    for citation in citations:
+        if citation.task is not None:
+            unit = f"task:{citation.task}"
+        elif citation.section_id:
+            unit = f"section:{citation.section_id}"
+        else:
+            continue
+        if unit not in ids:
+            ids.append(unit)
+    return ids
 
-    def __init__(self, engine: SearchEngine, settings: Settings | None = None) -> None:
+
+class Assistant:
+    """Cited answers in a conversation, over one shared :class:`SearchEngine` and conversation store."""
+
+    def __init__(self, engine: SearchEngine, settings: Settings | None = None,
+                 store: ConversationStore | None = None) -> None:
         self.engine = engine
         self.settings = settings or engine.settings
-        self.conversations = ConversationStore(self.settings.conversation_max,
-                                               self.settings.conversation_ttl_seconds,
-                                               self.settings.conversation_turns)
+        self.store = store if store is not None else open_conversation_store(self.settings)
 
     def warm_up(self) -> None:
-        """Load what the first question would otherwise wait for (jieba, its tagger, each engine)."""
-        resolve_followup("那医院呢？", [{"role": "user", "content": "外资能办养老院吗？"}])
+        """Load what the first question would otherwise wait for (each engine; the store's schema)."""
+        self.store.count()
         self.engine.warm_up()
+
+    def close(self) -> None:
+        self.store.close()
 
     def new_conversation(self) -> str:
         """A fresh conversation id (useful before :meth:`stream`, whose chunks carry no id)."""
-        conversation_id, _ = self.conversations.open(None)
-        return conversation_id
+        return self.store.create().id
 
-    def history(self, conversation_id: str) -> list[dict]:
-        """Prior turns as ``[{"role": "user"|"assistant", "content": ...}]``; [] for unknown ids."""
-        return self.conversations.history(conversation_id)
+    def history(self, conversation_id: str) -> list[TurnRecord]:
+        """The conversation's kept turns, oldest first; [] for unknown or expired ids."""
+        conversation = self.store.get(conversation_id)
+        return list(conversation.turns) if conversation is not None else []
+
+    def _open(self, conversation_id: str | None) -> tuple[str, list[TurnRecord], bool]:
+        """The id to answer in, its turns, and whether a given id was unknown (a fresh conversation)."""
+        if conversation_id:
+            conversation = self.store.get(conversation_id)
+            if conversation is not None:
+                return conversation.id, list(conversation.turns), False
+        return self.store.create().id, [], bool(conversation_id)
+
+    def _remember(self, conversation_id: str, turn: TurnRecord) -> tuple[str, bool]:
+        """Store the turn; when the conversation expired or was evicted meanwhile, in a fresh one."""
+        try:
+            self.store.append(conversation_id, turn)
+            return conversation_id, False
+        except ConversationNotFound:
+            log.info("conversation %s ended while answering; the turn starts a new one", conversation_id)
+            fresh = self.store.create().id
+            self.store.append(fresh, turn)
+            return fresh, True
 
     def ask(self, question: str, conversation_id: str | None = None) -> Answer:
-        """Answer ``question`` in the conversation (a new one when the id is missing or unknown)."""
+        """Answer ``question`` in the conversation (a new one when the id is missing, unknown or expired)."""
         started = time.perf_counter()
         question = (question or "").strip()
         if not question:
             raise ValueError("the question is empty")
-        conversation_id, history = self.conversations.open(conversation_id)
-        resolved = resolve_followup(question, history)
+        conversation_id, turns, reset = self._open(conversation_id)
         lang = detect_language(question)
-        corpus = self.engine.corpus
-        query = relevance_for(corpus).expand_query(resolved, detect_language(resolved))
-        result = self.engine.search(query, top_k=SEARCH_TOP_K)
+        result = self.engine.search(question, top_k=SEARCH_TOP_K, context=turns)
+        resolved = result.resolved_query or question
         composed_at = time.perf_counter()
-        markdown, citations, mode = compose_answer(result, corpus, resolved, lang)
+        markdown, citations, mode = compose_answer(result, self.engine.corpus, resolved, lang)
         notice: str | None = None
         timings = dict(result.timings_ms)
         timings["compose"] = (time.perf_counter() - composed_at) * 1000
         if self.settings.llm_base_url and mode == "extractive":
             markdown, citations, mode, notice = self._generate(result, resolved, lang, markdown, citations, timings)
-        in_scope = mode != "out_of_scope" and not (mode == "lookup" and not result.lookup.valid)
-        self.conversations.append(conversation_id, question, markdown)
+        stored_at = time.perf_counter()
+        turn = TurnRecord(question, resolved, unit_ids(citations), result.coverage, lang)
+        conversation_id, ended = self._remember(conversation_id, turn)
+        timings["store"] = (time.perf_counter() - stored_at) * 1000
         timings["answer_total"] = (time.perf_counter() - started) * 1000
-        return Answer(answer=markdown, citations=citations, in_scope=in_scope, lang=lang,
-                      conversation_id=conversation_id, mode=mode, notice=notice,
-                      resolved_query=resolved if resolved != question else None, timings_ms=timings)
+        return Answer(answer=markdown, citations=citations, in_scope=result.in_scope, coverage=result.coverage,
+                      lang=lang, conversation_id=conversation_id, mode=mode, notice=notice,
+                      resolved_query=resolved if resolved != question else None,
+                      conversation_reset=reset or ended, timings_ms=timings)
 
     def _generate(self, result, question: str, lang: str, markdown: str, citations: list,
                   timings: dict[str, float]) -> tuple[str, list, str, str | None]:

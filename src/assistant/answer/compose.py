@@ -3,25 +3,26 @@
 Every sentence an answer states is the plan's own text (quoted or cut at a sentence
 boundary), so qualifiers such as "non-profit", "by donation" or "not exceeding 50%" survive.
 The only words the composer adds are framing ("Yes." / "可以。", "The plan addresses this in
-Task N:") and labels. Which hits to cite comes from the fused scores re-checked by
-:mod:`assistant.answer.relevance`: one to three clearly relevant units, more for questions that
-ask for a list, and never a weak match presented as an answer.
+Task N:") and labels. This module only renders: which units to cite (the pipeline's support
+units, a subsequence of its ranking), which sentence of each to lead with and whether the plan
+covers the question fully, partly or not at all all come from the :class:`SearchResult`.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
-from assistant.answer.relevance import Relevance, Term, question_terms, sentences
-from assistant.answer.relevance import word_set as _word_set
 from assistant.answer.types import Citation
 from assistant.ingest.models import Corpus, Section, Task
-from assistant.retrieval.engine import Hit, SearchResult
+from assistant.retrieval.rerank import sentences
+from assistant.retrieval.types import Hit, SearchResult
+
+
+def _word_set(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
 
 META_SECTIONS = ("notice", "preamble", "distribution")
-MAX_CITED = 3
-MAX_CITED_LIST = 8
 RELATED_SHOWN = 3
 
 # --- citation labels ----------------------------------------------------------------------
@@ -64,9 +65,6 @@ _ZH_YES_NO = re.compile(r"(?:吗|么|嘛)\s*[？?]?\s*$|能不能|可不可以|�
                         r"是不是|允不允许|行不行|可以不")
 _EN_YES_NO = re.compile(r"^\s*(?:can|could|may|might|is|are|am|do|does|did|will|would|should|has|have|was|were|must)\b",
                         re.IGNORECASE)
-_ZH_LIST = re.compile(r"哪些|都有|有哪|全部|所有|几项|列出|列举|汇总|多少项|各项|有什么措施|哪几")
-_EN_LIST = re.compile(r"\b(?:all|list|every|which (?:tasks|measures|items)|what (?:are|tasks|measures)|how many)\b",
-                      re.IGNORECASE)
 _ZH_ENABLING = re.compile(r"^(?:允许|支持|向外资开放|开放|取消|放宽|鼓励)|取消.{0,30}限制")
 _EN_ENABLING = re.compile(r"^(?:allow|support|open|remove|relax|permit|encourage)\b", re.IGNORECASE)
 _EN_BASE_VERBS = _word_set(
@@ -103,10 +101,6 @@ def is_yes_no(question: str, lang: str) -> bool:
     return bool(_ZH_YES_NO.search(question) if lang == "zh" else _EN_YES_NO.search(question))
 
 
-def asks_for_list(question: str, lang: str) -> bool:
-    return bool(_ZH_LIST.search(question) if lang == "zh" else _EN_LIST.search(question))
-
-
 def is_enabling(sentence: str, lang: str) -> bool:
     """A measure that permits or opens something (允许/支持/开放/取消…限制, Allow/Support/Open/Remove)."""
     return bool(_ZH_ENABLING.search(sentence) if lang == "zh" else _EN_ENABLING.search(sentence))
@@ -141,67 +135,6 @@ def meta_intents(question: str, lang: str) -> list[str]:
             if re.search(patterns[index], question, re.IGNORECASE)]
 
 
-# --- selection ----------------------------------------------------------------------------
-
-
-@dataclass
-class Ranked:
-    hit: Hit
-    relevance: float
-    combined: float
-
-
-_RELEVANCE: dict[int, tuple[Corpus, Relevance]] = {}
-
-
-def relevance_for(corpus: Corpus) -> Relevance:
-    """One term-statistics object per corpus (the corpus is loaded once per process)."""
-    cached = _RELEVANCE.get(id(corpus))
-    if cached is None or cached[0] is not corpus:
-        cached = _RELEVANCE[id(corpus)] = (corpus, Relevance(corpus))
-    return cached[1]
-
-
-def _unit_text(hit: Hit, lang: str) -> str:
-    return hit.text_en if lang == "en" and hit.text_en else hit.text
-
-
-def rank_evidence(result: SearchResult, terms: list[Term], relevance: Relevance, lang: str,
-                  window: int = 10) -> list[Ranked]:
-    """Re-order the best hits by fused score plus clause-level alignment with the question."""
-    # the notice and the distribution list hold no measures: they answer metadata questions only
-    hits = [h for h in result.hits[:window] if not h.lookup and h.section_id not in ("notice", "distribution")]
-    if not hits:
-        return []
-    top = max(h.score for h in hits) or 1.0
-    ranked = []
-    for hit in hits:
-        aligned = relevance.score(terms, _unit_text(hit, lang))
-        ranked.append(Ranked(hit, aligned, aligned + hit.score / top))
-    return sorted(ranked, key=lambda r: -r.combined)
-
-
-def select_cited(ranked: list[Ranked], list_question: bool) -> list[Ranked]:
-    """The lead unit and the others that are clearly relevant too (by alignment and score gap)."""
-    if not ranked:
-        return []
-    lead = ranked[0]
-    top_score = max(r.hit.score for r in ranked)
-    chosen = [lead]
-    limit = MAX_CITED_LIST if list_question else MAX_CITED
-    for other in ranked[1:]:
-        if len(chosen) >= limit:
-            break
-        if lead.relevance > 0:
-            share = 0.5 if list_question else 0.75
-            close = list_question or other.hit.score >= 0.85 * top_score
-            if other.relevance >= share * lead.relevance and other.relevance >= 0.3 and close:
-                chosen.append(other)
-        elif other.hit.score >= 0.97 * top_score and len(chosen) < 2:  # nothing aligns: scores alone
-            chosen.append(other)
-    return chosen
-
-
 # --- rendering ----------------------------------------------------------------------------
 
 
@@ -209,11 +142,11 @@ def _strip_end(sentence: str) -> str:
     return sentence.rstrip("。.；;！!？? ")
 
 
-def _lead_sentence(text: str, terms: list[Term], relevance: Relevance) -> str:
+def _lead_sentence(text: str, index: int = 0) -> str:
     parts = sentences(text)
     if not parts:
         return text
-    return parts[relevance.best_sentence(terms, text)]
+    return parts[index] if index < len(parts) else parts[0]
 
 
 def _category_label(task: Task, corpus: Corpus, lang: str) -> str:
@@ -268,11 +201,10 @@ WEAK_ALIGNMENT = 0.4  # below: the cited text shares little with the question; s
 YES_ALIGNMENT = 0.6
 
 
-def _task_lead(task: Task, question: str, lang: str, terms: list[Term], relevance: Relevance,
-               alignment: float | None = None) -> str:
+def _task_lead(task: Task, question: str, lang: str, quote: int = 0, alignment: float | None = None) -> str:
     """The direct first sentence; ``alignment`` None means the user named the task."""
     text = task.text if lang == "zh" else task.text_en
-    sentence = _strip_end(_lead_sentence(text, terms, relevance))
+    sentence = _strip_end(_lead_sentence(text, quote))
     tag = task_tag(task.number, lang)
     if alignment is not None and alignment < WEAK_ALIGNMENT:
         return (f"方案中与此最接近的规定是第{task.number}项：{sentence}{tag}。" if lang == "zh"
@@ -289,13 +221,13 @@ def _task_lead(task: Task, question: str, lang: str, terms: list[Term], relevanc
     return f"The plan addresses this in Task {task.number}: {sentence} {tag}."
 
 
-def _section_lead(section: Section, lang: str, terms: list[Term], relevance: Relevance) -> str:
+def _section_lead(section: Section, lang: str, quote: int = 0) -> str:
     tag = section_tag(section, lang)
     if lang == "en" and section.text_en:
-        sentence = _strip_end(_lead_sentence(section.text_en, terms, relevance))
+        sentence = _strip_end(_lead_sentence(section.text_en, quote))
         name = section.heading_en or section.id
         return f"The plan body addresses this under “{name}”: {sentence} {tag}."
-    sentence = _strip_end(_lead_sentence(section.text, terms, relevance))
+    sentence = _strip_end(_lead_sentence(section.text, quote))
     heading = section.heading_path[-1]
     if lang == "zh":
         return f"方案正文“{heading}”部分指出：{sentence}{tag}。"
@@ -400,17 +332,76 @@ def _no_such_task(numbers: list[int], corpus: Corpus, lang: str) -> str:
     return f"There is no {listed} in the annex: the annex has tasks 1–{last}."
 
 
-def lookup_answer(result: SearchResult, corpus: Corpus, question: str, lang: str,
-                  terms: list[Term], relevance: Relevance) -> tuple[str, list[Citation]]:
+def lookup_answer(result: SearchResult, corpus: Corpus, question: str, lang: str) -> tuple[str, list[Citation]]:
     """Task cards for the numbers the question names; a plain note for numbers that do not exist."""
+    hits = {h.task: h for h in result.support if h.task is not None}
     tasks = [t for t in (corpus.task(n) for n in result.lookup.valid) if t is not None]
     parts: list[str] = []
     if len(tasks) == 1 and not result.lookup.pure:
-        parts.append(_task_lead(tasks[0], question, lang, terms, relevance))
+        quote = hits[tasks[0].number].quote.get(lang, 0) if tasks[0].number in hits else 0
+        parts.append(_task_lead(tasks[0], question, lang, quote))
     parts += [task_card(t, corpus, lang) for t in tasks]
     if result.lookup.invalid:
         parts.append(_no_such_task(result.lookup.invalid, corpus, lang))
     return "\n\n".join(parts), [task_citation(t) for t in tasks]
+
+
+def _missing_line(result: SearchResult, lang: str) -> str:
+    """What a partial answer says the plan does not state."""
+    labels = result.decision.missing_labels.get(lang, ())
+    if lang == "zh":
+        if labels:
+            return f"方案对此只作了上述规定，未写明{'、'.join(labels)}。"
+        return "方案对此只作了上述原则性规定，未写明更具体的内容。"
+    if labels:
+        listed = ", ".join(labels[:-1]) + (" or " if len(labels) > 1 else "") + labels[-1]
+        return f"The plan says no more than this; it does not state {listed}."
+    return "The plan addresses this only in the general terms above; it states nothing more specific."
+
+
+def _cards(support: list[Hit], corpus: Corpus, lang: str) -> tuple[list[Citation], list[str]]:
+    citations: list[Citation] = []
+    cards: list[str] = []
+    for hit in support:
+        if hit.task is not None and (task := corpus.task(hit.task)) is not None:
+            citations.append(task_citation(task))
+            cards.append(task_card(task, corpus, lang))
+        elif hit.section_id and (section := corpus.section(hit.section_id)) is not None:
+            citations.append(section_citation(section))
+            cards.append(section_card(section, lang))
+    return citations, cards
+
+
+def structure_answer(result: SearchResult, corpus: Corpus, lang: str) -> tuple[str, list[Citation]]:
+    """Counts and lists of the annex, from the parsed corpus itself."""
+    facts = result.structure
+    tasks = corpus.tasks
+    differentiated = [t for t in tasks if t.differentiated]
+    common = len(tasks) - len(differentiated)
+    cited = [h for h in result.support]
+    citations, cards = _cards(cited, corpus, lang)
+    if facts.kind in ("count", "categories"):
+        names = "；".join(c.label for c in corpus.categories) if lang == "zh" else "; ".join(
+            f"{c.number}. {c.title_en or c.title}" for c in corpus.categories)
+        if lang == "zh":
+            lead = (f"附件共列出{len(tasks)}项试点任务（第1–{tasks[-1].number}项），其中{common}项共性试点任务、"
+                    f"{len(differentiated)}项差异化试点任务，分为{len(corpus.categories)}类：{names}。")
+        else:
+            lead = (f"The annex lists {len(tasks)} pilot tasks (Tasks 1–{tasks[-1].number}): {common} common and "
+                    f"{len(differentiated)} differentiated pilot tasks, in {len(corpus.categories)} categories: "
+                    f"{names}.")
+        return lead, citations
+    numbers = [h.task for h in cited if h.task is not None]
+    tags = "".join(task_tag(n, lang) for n in numbers) if lang == "zh" else " ".join(task_tag(n, lang) for n in numbers)
+    if facts.kind == "differentiated":
+        lead = (f"差异化试点任务共{len(numbers)}项：{tags}。" if lang == "zh"
+                else f"There are {len(numbers)} differentiated pilot tasks: {tags}.")
+    else:
+        category = corpus.category(facts.category)
+        label = category.label if lang == "zh" else f"Category {category.number}: {category.title_en or category.title}"
+        lead = (f"附件“{label}”类共有{len(numbers)}项任务：{tags}。" if lang == "zh"
+                else f"{label} has {len(numbers)} tasks in the annex: {tags}.")
+    return "\n\n".join([lead, *[c for c in cards if c]]), citations
 
 
 # --- entry point --------------------------------------------------------------------------
@@ -420,14 +411,14 @@ def compose_answer(result: SearchResult, corpus: Corpus, question: str, lang: st
                    ) -> tuple[str, list[Citation], str]:
     """Markdown answer, its citations and the mode (extractive, lookup or out_of_scope)."""
     lang = "zh" if lang == "zh" else "en"
-    relevance = relevance_for(corpus)
-    terms = question_terms(question, lang)
-
     if result.lookup.valid:
-        markdown, citations = lookup_answer(result, corpus, question, lang, terms, relevance)
+        markdown, citations = lookup_answer(result, corpus, question, lang)
         return markdown, citations, "lookup"
     if result.lookup.invalid:
         return _no_such_task(result.lookup.invalid, corpus, lang), [], "lookup"
+    if result.structure is not None:
+        markdown, citations = structure_answer(result, corpus, lang)
+        return markdown, citations, "extractive"
     # Questions about the document itself (date, meeting, number…) are answered from its metadata
     # when they name the document and the search meets its notice, preamble or distribution list.
     intents = meta_intents(question, lang)
@@ -437,32 +428,25 @@ def compose_answer(result: SearchResult, corpus: Corpus, question: str, lang: st
         if section is not None:
             return meta_answer(corpus, intents, lang, section), [section_citation(section)], "extractive"
 
-    if not result.in_scope or not result.hits:
+    support = result.support
+    if not result.in_scope or not support:
         return out_of_scope_answer(result, corpus, lang), [], "out_of_scope"
 
-    ranked = rank_evidence(result, terms, relevance, lang)
-    cited = select_cited(ranked, asks_for_list(question, lang))
-    if not cited:
-        return out_of_scope_answer(result, corpus, lang), [], "out_of_scope"
-
-    citations: list[Citation] = []
-    cards: list[str] = []
-    for item in cited:
-        if item.hit.task is not None and (task := corpus.task(item.hit.task)) is not None:
-            citations.append(task_citation(task))
-            cards.append(task_card(task, corpus, lang))
-        elif item.hit.section_id and (section := corpus.section(item.hit.section_id)) is not None:
-            citations.append(section_citation(section))
-            cards.append(section_card(section, lang))
-
-    lead_hit = cited[0].hit
-    if len(citations) > 1 and asks_for_list(question, lang):
+    citations, cards = _cards(support, corpus, lang)
+    lead_hit = support[0]
+    if len(citations) > 1 and result.analysis.wants_list:
         tags = [task_tag(c.task, lang) if c.task is not None else section_tag(corpus.section(c.section_id), lang)
                 for c in citations]
         lead = (f"方案中有{len(tags)}处内容与此相关：{''.join(tags)}。" if lang == "zh"
                 else f"The plan addresses this in {len(tags)} places: {' '.join(tags)}.")
     elif lead_hit.task is not None:
-        lead = _task_lead(corpus.task(lead_hit.task), question, lang, terms, relevance, cited[0].relevance)
+        alignment = lead_hit.alignment
+        if result.coverage == "partial":  # never "Yes": name what the plan says, then what it does not
+            alignment = min(alignment or 0.0, YES_ALIGNMENT - 0.01) if result.decision.missing else 0.0
+        lead = _task_lead(corpus.task(lead_hit.task), question, lang, lead_hit.quote.get(lang, 0), alignment)
     else:
-        lead = _section_lead(corpus.section(lead_hit.section_id), lang, terms, relevance)
-    return "\n\n".join([lead, *cards]), citations, "extractive"
+        lead = _section_lead(corpus.section(lead_hit.section_id), lang, lead_hit.quote.get(lang, 0))
+    parts = [lead, *cards]
+    if result.coverage == "partial":
+        parts.insert(1, _missing_line(result, lang))
+    return "\n\n".join(parts), citations, "extractive" if result.coverage == "full" else "partial"

@@ -5,13 +5,18 @@ cite it as [Task N] / [第N项]; every citation in its output is then checked ag
 was shown, and anything else is removed and reported. A failure of any kind raises
 :class:`GenerationError`, and the caller falls back to the extractive answer: a generative answer
 is a nicety, never a dependency.
+
+Importing this module changes nothing in the process: the thread pool that bounds each call's
+wait belongs to an :class:`AnswerGenerator` and starts at its first call, and the model is built
+explicitly (``OpenAILike``), never from llama-index's global ``Settings.llm``; the entry points
+set ``Settings.llm = None`` (:func:`assistant.process.tune`) so no other llama-index component
+falls back to OpenAI's hosted default either.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
+import threading
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -23,19 +28,8 @@ from assistant.config import Settings
 from assistant.ingest.models import Corpus, Section, Task
 from assistant.retrieval.engine import SearchResult
 
-
-def _disable_default_llm() -> None:
-    """No llama-index component may fall back to OpenAI's hosted default model."""
-    from llama_index.core import Settings as LlamaSettings
-
-    with contextlib.redirect_stdout(io.StringIO()):  # it prints a notice; keep stdout clean for --json
-        LlamaSettings.llm = None
-
-
-_disable_default_llm()
-
 EVIDENCE_UNITS = 6
-_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="llm")
+LLM_WORKERS = 4
 
 
 class GenerationError(RuntimeError):
@@ -166,23 +160,70 @@ def _call(settings: Settings, messages: list) -> str:
     return str(response.message.content or "")
 
 
+class AnswerGenerator:
+    """Generative answers; owns the threads that bound how long a call waits for the LLM.
+
+    The pool starts at the first call (``workers`` threads at most, reused) and stops with
+    :meth:`close`. A call that times out keeps its thread until the client's own timeout ends it.
+    """
+
+    def __init__(self, workers: int = LLM_WORKERS) -> None:
+        self._workers = workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="llm")
+            return self._pool
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def generate(self, result: SearchResult, corpus: Corpus, question: str, lang: str,
+                 settings: Settings) -> tuple[str, list[Citation], str | None]:
+        """Markdown, citations and an optional notice; raises :class:`GenerationError` on any failure."""
+        if not settings.llm_base_url:
+            raise GenerationError("no LLM is configured")
+        evidence = gather_evidence(result, corpus)
+        if not evidence.tasks and not evidence.sections:
+            raise GenerationError("no evidence to generate from")
+        messages = build_messages(question, lang, evidence, corpus.meta.doc_number)
+        future = self._executor().submit(_call, settings, messages)
+        try:
+            raw = future.result(timeout=settings.llm_timeout + 1.0)
+        except FutureTimeout as exc:
+            future.cancel()
+            raise GenerationError(f"the LLM did not answer within {settings.llm_timeout:g} s") from exc
+        except Exception as exc:  # any client, HTTP or parsing error
+            raise GenerationError(f"the LLM call failed: {type(exc).__name__}: {exc}") from exc
+        return _compose(raw, evidence, corpus, lang)
+
+
+_shared: AnswerGenerator | None = None
+_shared_lock = threading.Lock()
+
+
 def generate_answer(result: SearchResult, corpus: Corpus, question: str, lang: str,
                     settings: Settings) -> tuple[str, list[Citation], str | None]:
-    """Markdown, citations and an optional notice; raises :class:`GenerationError` on any failure."""
-    if not settings.llm_base_url:
-        raise GenerationError("no LLM is configured")
-    evidence = gather_evidence(result, corpus)
-    if not evidence.tasks and not evidence.sections:
-        raise GenerationError("no evidence to generate from")
-    messages = build_messages(question, lang, evidence, corpus.meta.doc_number)
-    future = _POOL.submit(_call, settings, messages)
-    try:
-        raw = future.result(timeout=settings.llm_timeout + 1.0)
-    except FutureTimeout as exc:
-        future.cancel()
-        raise GenerationError(f"the LLM did not answer within {settings.llm_timeout:g} s") from exc
-    except Exception as exc:  # any client, HTTP or parsing error
-        raise GenerationError(f"the LLM call failed: {type(exc).__name__}: {exc}") from exc
+    """:meth:`AnswerGenerator.generate` for callers without a generator of their own.
+
+    Their generator is made at the first call (no thread exists before one is needed); a caller
+    that wants to own and close its threads holds an :class:`AnswerGenerator` instead.
+    """
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = AnswerGenerator()
+        generator = _shared
+    return generator.generate(result, corpus, question, lang, settings)
+
+
+def _compose(raw: str, evidence: Evidence, corpus: Corpus, lang: str) -> tuple[str, list[Citation], str | None]:
     checked = check_citations(raw, evidence, lang)
     if not checked.tasks and not checked.sections:
         raise GenerationError("the generated answer cites none of the retrieved tasks")

@@ -30,12 +30,16 @@ class Answer:
     in_scope: bool
     lang: Literal["zh", "en"]
     conversation_id: str
-    mode: Literal["extractive", "generative", "lookup", "out_of_scope", "fallback"] = "extractive"
+    mode: Literal["extractive", "partial", "generative", "lookup", "out_of_scope", "fallback"] = "extractive"
+    coverage: Literal["full", "partial", "none"] = "full"  # the pipeline's answerability decision
     notice: str | None = None  # e.g. "generative answer unavailable; extractive answer shown"
     resolved_query: str | None = None  # the stand-alone query a follow-up was resolved to
+    conversation_reset: bool = False  # the given conversation id was unknown or expired: a fresh one
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"answer": self.answer, "citations": [c.to_json() for c in self.citations],
-                "in_scope": self.in_scope, "lang": self.lang, "conversation_id": self.conversation_id,
-                "mode": self.mode, "notice": self.notice, "resolved_query": self.resolved_query}
+                "in_scope": self.in_scope, "coverage": self.coverage, "lang": self.lang,
+                "conversation_id": self.conversation_id,
+                "mode": self.mode, "notice": self.notice, "resolved_query": self.resolved_query,
+                "conversation_reset": self.conversation_reset}

@@ -1,7 +1,14 @@
-"""The benchmark question set (``eval/questions.jsonl``): validated loading, splits and qrels.
+"""The question sets: validated loading (file:line errors), splits, sampling and qrels.
 
-Doc ids are ``task:N`` (annex task N) and ``section:ID`` (a body unit); they are the
-``Hit.unit_id`` values the search engine returns, so gold and runs compare directly.
+- ``eval/questions.jsonl``: the dev set (every row ``split: "dev"``; single questions, some with
+  a scripted ``history``);
+- ``eval/blind/questions.jsonl``: the blind split, 300 single questions with a coverage class;
+- ``eval/blind/conversations.jsonl``: the blind split's 48 multi-turn conversations.
+
+Schemas are in ``eval/README.md``. Doc ids are ``task:N`` (annex task N) and ``section:ID`` (a
+body unit), the ``Hit.unit_id`` values the engine returns, so gold and runs compare directly.
+Every file row is converted to one :class:`EvalQuestion` (single questions) or validated as a
+:class:`Conversation`; the runner never sees the raw rows.
 """
 
 from __future__ import annotations
@@ -12,29 +19,59 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from assistant.ingest.models import Corpus
 
-Split = Literal["dev", "test"]
+Split = Literal["dev", "blind", "all"]
+SPLITS: tuple[str, ...] = ("dev", "blind", "all")
 Lang = Literal["zh", "en", "mixed"]
-QuestionType = Literal["paraphrase", "colloquial", "english", "lookup", "multi_task", "followup", "body",
-                       "metadata", "out_of_scope"]
-QUESTION_TYPES: tuple[str, ...] = QuestionType.__args__  # type: ignore[attr-defined]
-LANGS: tuple[str, ...] = Lang.__args__  # type: ignore[attr-defined]
+LANGS: tuple[str, ...] = ("zh", "en", "mixed")
+Coverage = Literal["full", "partial", "none"]
+COVERAGES: tuple[str, ...] = ("full", "partial", "none")
+DevType = Literal["paraphrase", "colloquial", "english", "lookup", "multi_task", "followup", "body", "metadata",
+                  "out_of_scope"]
+BlindType = Literal["scenario", "everyday", "keyword", "general", "near_miss", "paraphrase", "english", "lookup",
+                    "multi_task", "body", "metadata", "structure", "out_of_scope"]
+TurnKind = Literal["first", "ellipsis", "pronoun", "ordinal", "content_reference", "narrowing", "topic_switch",
+                   "out_of_scope"]
+TURN_KINDS: tuple[str, ...] = TurnKind.__args__  # type: ignore[attr-defined]
+QUESTION_TYPES: tuple[str, ...] = tuple(dict.fromkeys(BlindType.__args__ + DevType.__args__))  # type: ignore[attr-defined]
 
 DOC_ID = re.compile(r"^(task:[1-9]\d*|section:[A-Za-z0-9_.]+)$")
 Qrels = dict[str, dict[str, int]]  # query id -> doc id -> grade (BEIR-style plain dict)
+Facts = list[list[str]]
+Model = TypeVar("Model", bound=BaseModel)
 
 
 class DatasetError(ValueError):
-    """The question file is missing or does not validate; the message says where."""
+    """A question file is missing or does not validate; the message names the file and line."""
 
 
-class Turn(BaseModel):
-    """One prior turn of a follow-up conversation."""
+def _check_relevance(relevance: dict[str, int]) -> None:
+    bad = [doc for doc in relevance if not DOC_ID.match(doc)]
+    if bad:
+        raise ValueError(f"doc ids must be task:N or section:ID, got {bad}")
+
+
+def _check_facts(facts: Facts) -> None:
+    if not 1 <= len(facts) <= 4 or any(not fact or not all(alt.strip() for alt in fact) for fact in facts):
+        raise ValueError("an answerable question needs 1-4 facts, each a list of non-empty alternatives")
+
+
+def _check_gold(coverage: str, relevance: dict[str, int]) -> None:
+    """Answerable (full/partial) rows need a grade-2 doc; unanswerable rows have no gold."""
+    if coverage == "none" and relevance:
+        raise ValueError("coverage none has empty relevance")
+    if coverage != "none" and 2 not in relevance.values():
+        raise ValueError(f"coverage {coverage} needs at least one grade-2 doc")
+
+
+# --- file rows ------------------------------------------------------------------------------
+class HistoryTurn(BaseModel):
+    """One scripted prior turn of a dev follow-up."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -42,42 +79,159 @@ class Turn(BaseModel):
     content: str = Field(min_length=1)
 
 
-class EvalQuestion(BaseModel):
-    """One line of ``questions.jsonl`` (schema in ``eval/README.md``)."""
+class DevRow(BaseModel):
+    """One line of ``eval/questions.jsonl``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid")
 
     id: str = Field(pattern=r"^q\d{4,}$")
-    split: Split
+    split: Literal["dev"]
     lang: Lang
-    type: QuestionType
+    type: DevType
     question: str = Field(min_length=1)
-    history: list[Turn] = Field(default_factory=list)
+    history: list[HistoryTurn] = Field(default_factory=list)
     relevance: dict[str, Literal[1, 2]]
     in_scope: bool
-    facts: list[list[str]]
+    facts: Facts
     tags: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _consistent(self) -> EvalQuestion:
-        bad = [doc for doc in self.relevance if not DOC_ID.match(doc)]
-        if bad:
-            raise ValueError(f"doc ids must be task:N or section:ID, got {bad}")
+    def _consistent(self) -> DevRow:
+        _check_relevance(self.relevance)
         if (self.type == "followup") != bool(self.history):
             raise ValueError("follow-up questions (and only they) carry a history")
         if any(turn.role != ("user" if i % 2 == 0 else "assistant") for i, turn in enumerate(self.history)):
             raise ValueError("a history alternates user and assistant turns, starting with the user")
+        _check_gold("full" if self.in_scope else "none", self.relevance)
         if self.in_scope:
-            if 2 not in self.relevance.values():
-                raise ValueError("an in-scope question needs at least one grade-2 doc")
-            if not 1 <= len(self.facts) <= 4 or any(not fact or not all(alt.strip() for alt in fact)
-                                                  for fact in self.facts):
-                raise ValueError("an in-scope question needs 1-4 facts, each a list of non-empty alternatives")
-        elif self.relevance or self.facts:
-            raise ValueError("an out-of-scope question has empty relevance and no facts")
+            _check_facts(self.facts)
+        elif self.facts:
+            raise ValueError("an out-of-scope question has no facts")
         if self.type == "out_of_scope" and self.in_scope:
             raise ValueError("type out_of_scope must have in_scope false")
         return self
+
+    def to_question(self) -> EvalQuestion:
+        return EvalQuestion(id=self.id, split="dev", lang=self.lang, type=self.type, question=self.question,
+                            history=self.history, relevance=self.relevance,
+                            coverage="full" if self.in_scope else "none", facts=self.facts, tags=self.tags)
+
+
+class BlindRow(BaseModel):
+    """One line of ``eval/blind/questions.jsonl``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^b\d{4,}$")
+    lang: Lang
+    type: BlindType
+    question: str = Field(min_length=1)
+    relevance: dict[str, Literal[1, 2]]
+    coverage: Coverage
+    missing_detail: str | None
+    facts: Facts
+    tags: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BlindRow:
+        _check_relevance(self.relevance)
+        _check_gold(self.coverage, self.relevance)
+        if (self.coverage == "partial") != bool(self.missing_detail):
+            raise ValueError("partial coverage (and only it) names its missing_detail")
+        if self.coverage == "none":
+            if self.facts:
+                raise ValueError("coverage none has no facts")
+        else:
+            _check_facts(self.facts)
+        if self.type == "out_of_scope" and self.coverage != "none":
+            raise ValueError("type out_of_scope must have coverage none")
+        return self
+
+    def to_question(self) -> EvalQuestion:
+        return EvalQuestion(id=self.id, split="blind", lang=self.lang, type=self.type, question=self.question,
+                            relevance=self.relevance, coverage=self.coverage, missing_detail=self.missing_detail,
+                            facts=self.facts, tags=self.tags)
+
+
+class ConversationTurn(BaseModel):
+    """One user turn of a blind conversation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    question: str = Field(min_length=1)
+    kind: TurnKind
+    relevance: dict[str, Literal[1, 2]]
+    coverage: Coverage
+    refers_to: int | None = Field(None, ge=1)
+    missing_detail: str | None = None
+    resolved: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ConversationTurn:
+        _check_relevance(self.relevance)
+        if (self.kind == "ordinal") != (self.refers_to is not None):
+            raise ValueError("ordinal turns (and only they) have refers_to")
+        if self.kind == "ordinal":
+            if self.relevance or self.coverage == "none":
+                raise ValueError("an ordinal turn has empty relevance (its gold is the cited unit) and is answerable")
+        else:
+            _check_gold(self.coverage, self.relevance)
+        if (self.kind == "out_of_scope") != (self.coverage == "none"):
+            raise ValueError("out_of_scope turns (and only they) have coverage none")
+        if self.coverage == "partial" and not self.missing_detail:
+            raise ValueError("a partial turn names its missing_detail")
+        return self
+
+    def gold_tasks(self, min_grade: int = 1) -> set[int]:
+        return _tasks(self.relevance, min_grade)
+
+
+class Conversation(BaseModel):
+    """One line of ``eval/blind/conversations.jsonl``: turns asked in order in one conversation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^c\d{3,}$")
+    lang: Lang
+    turns: list[ConversationTurn] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _first(self) -> Conversation:
+        if [t.kind == "first" for t in self.turns] != [True] + [False] * (len(self.turns) - 1):
+            raise ValueError("the first turn (and only it) has kind first")
+        return self
+
+    @property
+    def relevance_docs(self) -> set[str]:
+        return {doc for turn in self.turns for doc in turn.relevance}
+
+
+# --- the common question ----------------------------------------------------------------------
+class EvalQuestion(BaseModel):
+    """A single question of either split, as the runner sees it (dev rows: coverage full or none)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    split: Literal["dev", "blind"]
+    lang: Lang
+    type: str
+    question: str
+    history: list[HistoryTurn] = Field(default_factory=list)
+    relevance: dict[str, int]
+    coverage: Coverage
+    missing_detail: str | None = None
+    facts: Facts = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+
+    @property
+    def answerable(self) -> bool:
+        return self.coverage != "none"
+
+    @property
+    def near_miss(self) -> bool:
+        """A near-miss: the blind type ``near_miss`` or a dev question tagged ``near-miss``."""
+        return self.type == "near_miss" or "near-miss" in self.tags
 
     @property
     def has_qrels(self) -> bool:
@@ -86,53 +240,72 @@ class EvalQuestion(BaseModel):
 
     def gold_tasks(self, min_grade: int = 1) -> set[int]:
         """Annex task numbers graded at least ``min_grade``."""
-        return {int(doc.split(":", 1)[1]) for doc, grade in self.relevance.items()
-                if doc.startswith("task:") and grade >= min_grade}
+        return _tasks(self.relevance, min_grade)
 
     def categories(self, corpus: Corpus) -> list[int]:
         """Categories of the grade-2 gold tasks (empty for section-only gold)."""
-        numbers = set()
-        for number in self.gold_tasks(min_grade=2):
-            task = corpus.task(number)
-            if task is not None:
-                numbers.add(task.category_no)
-        return sorted(numbers)
+        return sorted({task.category_no for n in self.gold_tasks(2) if (task := corpus.task(n)) is not None})
 
 
+def _tasks(relevance: dict[str, int], min_grade: int) -> set[int]:
+    return {int(doc.split(":", 1)[1]) for doc, grade in relevance.items()
+            if doc.startswith("task:") and grade >= min_grade}
+
+
+# --- loading ----------------------------------------------------------------------------------
 def dataset_sha256(path: Path) -> str:
-    """Checksum of the question file as stored (so reports name the exact set they measured)."""
+    """Checksum of a question file as stored (reports name the exact set they measured)."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def load_questions(path: Path, corpus: Corpus | None = None) -> list[EvalQuestion]:
-    """Read and validate every question; with ``corpus``, also check that gold doc ids exist.
-
-    Raises ``DatasetError`` naming the line of the first problem found.
-    """
+def read_jsonl(path: Path, model: type[Model]) -> list[Model]:
+    """Validate every non-empty line of ``path`` as ``model``; ``DatasetError`` names ``file:line``."""
     if not path.exists():
         raise DatasetError(f"question file not found: {path}")
-    questions: list[EvalQuestion] = []
+    rows: list[Model] = []
     seen: dict[str, int] = {}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            question = EvalQuestion.model_validate(json.loads(line))
+            row = model.model_validate(json.loads(line))
         except (json.JSONDecodeError, ValidationError) as exc:
             raise DatasetError(f"{path.name}:{number}: {exc}") from exc
-        if question.id in seen:
-            raise DatasetError(f"{path.name}:{number}: duplicate id {question.id} (first on line {seen[question.id]})")
-        seen[question.id] = number
-        questions.append(question)
-    if not questions:
-        raise DatasetError(f"{path} holds no questions")
-    if corpus is not None:
-        known = corpus_doc_ids(corpus)
-        for question in questions:
-            unknown = sorted(set(question.relevance) - known)
-            if unknown:
-                raise DatasetError(f"{question.id}: gold doc ids not in the corpus: {unknown}")
+        key = getattr(row, "id", None)
+        if key in seen:
+            raise DatasetError(f"{path.name}:{number}: duplicate id {key} (first on line {seen[key]})")
+        seen[key] = number
+        rows.append(row)
+    if not rows:
+        raise DatasetError(f"{path} holds no rows")
+    return rows
+
+
+def _check_known(path: Path, items: Iterable[tuple[str, set[str]]], corpus: Corpus | None) -> None:
+    if corpus is None:
+        return
+    known = corpus_doc_ids(corpus)
+    for key, docs in items:
+        if unknown := sorted(docs - known):
+            raise DatasetError(f"{path.name}: {key}: gold doc ids not in the corpus: {unknown}")
+
+
+def load_questions(path: Path, corpus: Corpus | None = None, split: str = "dev") -> list[EvalQuestion]:
+    """A single-question file of ``split`` ("dev": ``q…`` rows, "blind": ``b…`` rows).
+
+    With ``corpus``, gold doc ids must exist. Raises ``DatasetError`` naming the first bad line.
+    """
+    model: type[DevRow | BlindRow] = {"dev": DevRow, "blind": BlindRow}[split]
+    questions = [row.to_question() for row in read_jsonl(path, model)]
+    _check_known(path, ((q.id, set(q.relevance)) for q in questions), corpus)
     return questions
+
+
+def load_conversations(path: Path, corpus: Corpus | None = None) -> list[Conversation]:
+    """The blind conversations; with ``corpus``, gold doc ids must exist."""
+    conversations = read_jsonl(path, Conversation)
+    _check_known(path, ((c.id, c.relevance_docs) for c in conversations), corpus)
+    return conversations
 
 
 def corpus_doc_ids(corpus: Corpus) -> set[str]:
@@ -140,28 +313,32 @@ def corpus_doc_ids(corpus: Corpus) -> set[str]:
     return {f"task:{t.number}" for t in corpus.tasks} | {f"section:{s.id}" for s in corpus.sections}
 
 
-def select(questions: Sequence[EvalQuestion], split: str = "all", limit: int | None = None) -> list[EvalQuestion]:
-    """The questions of ``split`` ("dev", "test" or "all").
+def split_files(eval_path: Path, split: str) -> tuple[dict[str, Path], Path | None]:
+    """The question file of each split part (``{"dev": path, "blind": path}``) and the conversation
+    file (blind and all only)."""
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}; use dev, blind or all")
+    files = {"dev": eval_path / "questions.jsonl", "blind": eval_path / "blind" / "questions.jsonl"}
+    chosen = files if split == "all" else {split: files[split]}
+    return chosen, (eval_path / "blind" / "conversations.jsonl" if split != "dev" else None)
 
-    With ``limit``, a small but varied sample: questions are taken round-robin over types
-    (each type in file order), so even ``limit=9`` touches every type.
-    """
-    if split not in ("dev", "test", "all"):
-        raise ValueError(f"unknown split {split!r}; use dev, test or all")
-    chosen = [q for q in questions if split == "all" or q.split == split]
-    if limit is None or limit >= len(chosen):
-        return chosen
+
+def sample(questions: Sequence[EvalQuestion], limit: int | None = None) -> list[EvalQuestion]:
+    """All questions, or with ``limit`` a small but varied sample: round-robin over types (each in
+    file order, types in order of first appearance), so a small limit still touches every type."""
+    if limit is None or limit >= len(questions):
+        return list(questions)
     by_type: dict[str, list[EvalQuestion]] = defaultdict(list)
-    for question in chosen:
+    for question in questions:
         by_type[question.type].append(question)
     picked: list[EvalQuestion] = []
     depth = 0
     while len(picked) < limit:
-        for kind in QUESTION_TYPES:
-            if depth < len(by_type[kind]) and len(picked) < limit:
-                picked.append(by_type[kind][depth])
+        for members in by_type.values():
+            if depth < len(members) and len(picked) < limit:
+                picked.append(members[depth])
         depth += 1
-    order = {q.id: i for i, q in enumerate(chosen)}
+    order = {q.id: i for i, q in enumerate(questions)}
     return sorted(picked, key=lambda q: order[q.id])
 
 
@@ -170,7 +347,7 @@ def build_qrels(questions: Iterable[EvalQuestion]) -> Qrels:
     return {q.id: dict(q.relevance) for q in questions if q.has_qrels}
 
 
-# --- set health (the rules of eval/README.md, re-implemented) ----------------------------
+# --- set health (the overlap rule of eval/README.md, re-implemented) ----------------------------
 def shares_run(question: str, text: str, k: int = 6) -> bool:
     """Whether ``question`` shares a run of ``k`` consecutive characters with ``text`` (raw, unnormalised)."""
     return any(question[i:i + k] in text for i in range(len(question) - k + 1))
@@ -183,11 +360,10 @@ def overlapping(question: EvalQuestion, corpus: Corpus, min_grade: int = 1, k: i
 
 
 def overlap_rates(questions: Sequence[EvalQuestion], corpus: Corpus, min_grade: int = 1) -> dict[str, dict]:
-    """Overlapping questions overall and per split: ``{"all": {"n": .., "overlapping": .., "rate": ..}, ...}``."""
+    """Overlapping questions per split present: ``{"dev": {"n": .., "overlapping": .., "rate": .., "ids": [..]}}``."""
     result: dict[str, dict] = {}
-    for split in ("all", "dev", "test"):
-        group = [q for q in questions if split == "all" or q.split == split]
+    for split in sorted({q.split for q in questions}):
+        group = [q for q in questions if q.split == split]
         hits = [q.id for q in group if overlapping(q, corpus, min_grade)]
-        result[split] = {"n": len(group), "overlapping": len(hits), "rate": len(hits) / len(group) if group else 0.0,
-                         "ids": hits}
+        result[split] = {"n": len(group), "overlapping": len(hits), "rate": len(hits) / len(group), "ids": hits}
     return result

@@ -4,6 +4,9 @@ Contracts are plain dicts, as in BEIR's ``evaluation.py``: qrels are
 ``{query_id: {doc_id: grade}}`` and runs ``{query_id: {doc_id: score}}``. Output keys are
 stable (``NDCG@10``, ``Recall@5``, ``MRR@10``, ``MAP@10``) so reports compare across versions.
 
+Coverage (full / partial / none) is scored as a three-class confusion: per expected class the
+predicted counts, per outcome precision and recall. Answer floors use the first three cited tasks.
+
 Relevance levels: nDCG@10 uses the graded labels (linear gain, Järvelin & Kekäläinen, as
 trec_eval's ``ndcg_cut``); Recall, MRR and MAP count every doc of grade >= 1 as relevant.
 """
@@ -11,9 +14,11 @@ trec_eval's ``ndcg_cut``); Recall, MRR and MAP count every doc of grade >= 1 as 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+
+from assistant.evaluation.dataset import COVERAGES
+from assistant.evaluation.results import OutcomeScores, Significance
 
 Run = dict[str, dict[str, float]]
 Qrels = dict[str, dict[str, int]]
@@ -84,7 +89,7 @@ def retrieval_metrics(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, 
 
 def paired_test(qrels: Mapping[str, Mapping[str, int]], control: Mapping[str, Mapping[str, float]],
                 treatment: Mapping[str, Mapping[str, float]], control_name: str, treatment_name: str,
-                metric: str = MAIN_METRIC, n_permutations: int = 10_000, seed: int = 42) -> dict[str, Any]:
+                metric: str = MAIN_METRIC, n_permutations: int = 10_000, seed: int = 42) -> Significance:
     """Paired significance of ``control`` vs ``treatment`` on per-query ``metric`` (ranx ``compare``).
 
     Reports the two-sided paired Student's t-test and Fisher's randomization test p-values,
@@ -95,51 +100,58 @@ def paired_test(qrels: Mapping[str, Mapping[str, int]], control: Mapping[str, Ma
     """
     from ranx import compare
 
-    result: dict[str, Any] = {"metric": metric, "control": control_name, "treatment": treatment_name,
-                              "queries": len(qrels)}
+    result = Significance(metric=metric, control=control_name, treatment=treatment_name, queries=len(qrels))
     if len(qrels) < 2 or control_name == treatment_name:
-        result["note"] = "not enough queries or identical configurations"
+        result.note = "not enough queries or identical configurations"
         return result
     ranx_qrels, run_a = _ranx_inputs(qrels, control, control_name)
     _, run_b = _ranx_inputs(qrels, treatment, treatment_name)
     name = RETRIEVAL_METRICS[metric]
+    p_values: dict[str, float] = {}
     with _quiet():
         for test in ("student", "fisher"):
             report = compare(ranx_qrels, [run_a, run_b], [name], stat_test=test, n_permutations=n_permutations,
                              random_seed=seed, max_p=0.05, make_comparable=True)
             data = report.to_dict()
-            result[test] = {"p_value": float(data[control_name]["comparisons"][treatment_name][name])}
-            if test == "fisher":
-                result[test]["n_permutations"] = n_permutations
-                result[test]["seed"] = seed
-            result["mean_control"] = float(data[control_name]["scores"][name])
-            result["mean_treatment"] = float(data[treatment_name]["scores"][name])
-            result["win_tie_loss"] = {k: int(v) for k, v in
-                                      data[control_name]["win_tie_loss"][treatment_name][name].items()}
+            p_values[test] = float(data[control_name]["comparisons"][treatment_name][name])
+    result.student_p, result.fisher_p = p_values["student"], p_values["fisher"]
+    result.n_permutations, result.seed = n_permutations, seed
+    result.mean_control = float(data[control_name]["scores"][name])
+    result.mean_treatment = float(data[treatment_name]["scores"][name])
+    result.win_tie_loss = {k: int(v) for k, v in data[control_name]["win_tie_loss"][treatment_name][name].items()}
     return result
 
 
-# --- scope: is the question covered by the plan? ------------------------------------------
-def scope_metrics(gold_in_scope: Mapping[str, bool], predicted_in_scope: Mapping[str, bool]) -> dict[str, Any]:
-    """Precision, recall and F1 of the out-of-scope flag (positive class = out of scope).
+# --- coverage: does the plan answer it fully, partly or not at all? ------------------------------
+def coverage_counts(pairs: Iterable[tuple[str, str]]) -> dict[str, dict[str, int]]:
+    """``(group, predicted)`` pairs -> group -> predicted outcome -> count (every outcome listed)."""
+    counts: dict[str, dict[str, int]] = {}
+    for group, predicted in pairs:
+        counts.setdefault(group, dict.fromkeys(COVERAGES, 0))[predicted] += 1
+    return counts
 
-    ``confident_oos_rate`` is the share of out-of-scope questions answered as in scope;
-    ``false_flag_rate`` the share of in-scope questions wrongly flagged (the issue's ≤ 5% floor).
-    Undefined ratios (no positives predicted or none in the gold) are ``None``.
-    """
-    ids = list(gold_in_scope)
-    tp = sum(1 for q in ids if not gold_in_scope[q] and not predicted_in_scope[q])
-    fp = sum(1 for q in ids if gold_in_scope[q] and not predicted_in_scope[q])
-    fn = sum(1 for q in ids if not gold_in_scope[q] and predicted_in_scope[q])
-    tn = len(ids) - tp - fp - fn
-    precision = tp / (tp + fp) if tp + fp else None
-    recall = tp / (tp + fn) if tp + fn else None
-    f1 = 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else None
-    out_of_scope = tp + fn
-    return {"questions": len(ids), "out_of_scope": out_of_scope, "tp": tp, "fp": fp, "fn": fn, "tn": tn,
-            "precision": precision, "recall": recall, "f1": f1,
-            "confident_oos_rate": fn / out_of_scope if out_of_scope else None,
-            "false_flag_rate": fp / (fp + tn) if fp + tn else None}
+
+def outcome_scores(by_class: Mapping[str, Mapping[str, int]]) -> dict[str, OutcomeScores]:
+    """Per predicted outcome: precision (right among predicted) and recall (found among expected)."""
+    scores: dict[str, OutcomeScores] = {}
+    for outcome in COVERAGES:
+        expected = sum(by_class.get(outcome, {}).values())
+        predicted = sum(row.get(outcome, 0) for row in by_class.values())
+        correct = by_class.get(outcome, {}).get(outcome, 0)
+        scores[outcome] = OutcomeScores(expected=expected, predicted=predicted, correct=correct,
+                                        precision=correct / predicted if predicted else None,
+                                        recall=correct / expected if expected else None)
+    return scores
+
+
+def first_tasks(cited_units: Sequence[str], count: int = 3) -> list[int]:
+    """The first ``count`` cited tasks, in citation order (sections skipped)."""
+    return [int(u.split(":", 1)[1]) for u in cited_units if u.startswith("task:")][:count]
+
+
+def top3_task(cited_units: Sequence[str], gold_main: set[int]) -> bool:
+    """Whether any grade-2 gold task is among the first three cited tasks."""
+    return bool(set(first_tasks(cited_units)) & gold_main)
 
 
 # --- answers --------------------------------------------------------------------------------

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from assistant.evaluation.metrics import MAIN_METRIC, RETRIEVAL_METRICS
-from assistant.evaluation.runner import DEFAULT, EvalRun
+from assistant.evaluation.ablation import DEFAULT
+from assistant.evaluation.charts import write_charts
+from assistant.evaluation.dataset import COVERAGES
+from assistant.evaluation.floors import GATED
+from assistant.evaluation.metrics import MAIN_METRIC
+from assistant.evaluation.results import EvalResults, KindScores, Rate
+from assistant.evaluation.runner import EvalRun
 
 REPORT_FILES = ("report.md", "results.json", "run.trec", "qrels.trec", "retrievers.png", "breakdown.png", "worst.md")
-CHART_METRICS = ("NDCG@10", "Recall@1", "Recall@5", "Recall@10", "MRR@10")
 WORST = 20
 
 
@@ -31,8 +34,7 @@ def report_folder(parent: Path, now: datetime | None = None) -> Path:
 def write_report(run: EvalRun, parent: Path) -> Path:
     """Write every report file into a new timestamped folder under ``parent``; returns the folder."""
     folder = report_folder(parent)
-    (folder / "results.json").write_text(json.dumps(run.results, ensure_ascii=False, indent=1, default=_json),
-                                         encoding="utf-8")
+    (folder / "results.json").write_text(run.results.model_dump_json(indent=1), encoding="utf-8")
     write_trec_run(run.runs[DEFAULT], folder / "run.trec", DEFAULT)
     if len(run.runs) > 1:
         (folder / "runs").mkdir()
@@ -45,13 +47,6 @@ def write_report(run: EvalRun, parent: Path) -> Path:
     return folder
 
 
-def _json(value: Any) -> Any:
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    return str(value)
-
-
-# --- TREC files -----------------------------------------------------------------------------
 def write_trec_run(run: dict[str, dict[str, float]], path: Path, name: str) -> None:
     """``qid Q0 docid rank score run_name`` lines, best first (trec_eval / ranx format)."""
     lines = []
@@ -71,172 +66,192 @@ def write_trec_qrels(qrels: dict[str, dict[str, int]], path: Path) -> None:
 def _f(value: Any, digits: int = 3) -> str:
     if value is None:
         return "—"
+    if isinstance(value, Rate):
+        return "—" if value.rate is None else f"{value.rate:.3f} ({value.hits}/{value.n})"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], align_first_left: int = 1) -> str:
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1) -> str:
     lines = ["| " + " | ".join(header) + " |",
-             "| " + " | ".join("---" if i < align_first_left else "---:" for i in range(len(header))) + " |"]
+             "| " + " | ".join("---" if i < left else "---:" for i in range(len(header))) + " |"]
     lines += ["| " + " | ".join(_f(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
-def render_tables(results: dict[str, Any]) -> str:
-    """The main tables (retrieval configurations, breakdowns, significance, scope, answers, latency)."""
-    keys = list(RETRIEVAL_METRICS)
-    retrieval = results["retrieval"]
-    out: list[str] = []
-    judged, total = results["dataset"]["judged"], results["dataset"]["questions"]
-    out.append(f"### Retrieval ({judged} judged questions of {total}; main metric **{MAIN_METRIC}**)\n")
-    rows = []
-    for name, config in retrieval["configs"].items():
-        label = f"**{name}**" if name == DEFAULT else name
-        lookup = "off" if config["lookup"] is False else "on"
-        rows.append([label, "+".join(config["retrievers"]), lookup, *(config["metrics"].get(k) for k in keys)])
-    out.append(_table(["configuration", "retrievers", "lookup", *keys], rows, 3))
-    out.append(f"\n{retrieval['relevance']}. Out-of-scope questions and lookups of nonexistent numbers have "
-               "no relevant docs and are scored by the scope metrics instead.\n")
+def _gated_table(results: EvalResults) -> str:
+    rows = [[f"`{name}`", meaning, "≥" if direction == "min" else "≤", results.gated.get(name)]
+            for name, (direction, meaning) in GATED.items()]
+    return "### Gated metrics (eval/floors.json)\n\n" + _table(["metric", "meaning", "floor kind", "measured"],
+                                                                 rows, 3)
 
-    significance = retrieval.get("significance")
-    if significance and "student" in significance:
-        wtl = significance["win_tie_loss"]
-        out.append(f"**Significance** ({significance['metric']}, paired over {significance['queries']} queries): "
-                   f"{significance['control']} {significance['mean_control']:.3f} vs best single retriever "
-                   f"{significance['treatment']} {significance['mean_treatment']:.3f}; "
-                   f"Student's t p = {significance['student']['p_value']:.4g}, Fisher randomization p = "
-                   f"{significance['fisher']['p_value']:.4g} (Monte-Carlo, {significance['fisher']['n_permutations']} "
-                   f"permutations); per query W/T/L = {wtl['W']}/{wtl['T']}/{wtl['L']}.\n")
 
-    governing = retrieval.get("governing") or {}
-    if governing:
-        out.append(f"### {DEFAULT}: governing tasks only\n")
-        out.append("Questions about tasks (all types but body and metadata), counting only the grade-2 task(s) "
-                   "that answer them; mixed-language questions count as Chinese.\n")
-        metric_names = ("Recall@1", "Recall@5", "Recall@10")
-        out.append(_table(["language", "n", *metric_names],
-                          [[lang, entry["n"], *(entry["metrics"].get(m) for m in metric_names)]
-                           for lang, entry in governing.items()]))
-        out.append("")
+def _retrieval_tables(results: EvalResults) -> list[str]:
+    retrieval, keys = results.retrieval, results.retrieval.metric_keys
+    out = [f"### Retrieval ({results.dataset.judged} judged questions of {results.dataset.questions}; "
+           f"main metric **{MAIN_METRIC}**)\n"]
+    engine = results.system.settings
 
-    for dimension, title in (("lang", "language"), ("type", "question type"), ("category", "category")):
-        groups = retrieval["breakdown"].get(dimension) or {}
-        if not groups:
+    def switch(value: bool | None, key: str) -> str:
+        return "on" if (engine.get(key) if value is None else value) else "off"
+
+    rows = [[f"**{name}**" if name == DEFAULT else name, "+".join(c.retrievers), switch(c.lookup, "lookup"),
+             switch(c.rerank, "rerank"), *(c.metrics.get(k) for k in keys)] for name, c in retrieval.configs.items()]
+    out.append(_table(["configuration", "retrievers", "lookup", "rerank", *keys], rows, 4))
+    out.append(f"{retrieval.relevance}. Questions without relevant docs (coverage none) are scored by the "
+               "coverage metrics instead.\n")
+    for s in retrieval.significance:
+        if s.student_p is None:
             continue
-        out.append(f"### {DEFAULT} by {title}\n")
-        rows = []
-        for key, entry in groups.items():
-            label = f"{key} {entry['label_en']}" if dimension == "category" and key != "sections" else key
-            if dimension == "category" and key == "sections":
-                label = entry["label_en"]
-            rows.append([label, entry["n"], *(entry["metrics"].get(k) for k in keys)])
-        out.append(_table([title, "n", *keys], rows))
-        out.append("")
-
-    scope = results["scope"]
-    out.append("### Scope (positive class = out of scope)\n")
-    out.append(_table(["questions", "out of scope", "precision", "recall", "F1", "in scope wrongly flagged",
-                       "confident answers to OOS", "near-miss recall"],
-                      [[scope["questions"], scope["out_of_scope"], scope["precision"], scope["recall"], scope["f1"],
-                        scope.get("false_flag_rate"), scope["confident_oos_rate"], scope["near_miss"]["recall"]]]))
-    out.append("")
-
-    answers = results["answers"]
-    out.append("### Answers\n")
-    if answers.get("status") == "run":
-        out.append(_table(["answered", "errors", "citation precision", "citation recall", "no citation",
-                           "fact coverage", "all facts", "language match", "scope F1", "confident OOS"],
-                          [[answers["answered"], answers["errors"], answers["citation_precision"],
-                            answers["citation_recall"], answers["no_citation_rate"], answers["fact_coverage"],
-                            answers["all_facts_rate"], answers["language_match"], answers["scope"]["f1"],
-                            answers["scope"]["confident_oos_rate"]]]))
-        out.append(f"\nmodes: {answers['modes']}\n")
-    else:
-        out.append(f"_{answers.get('note')}_\n")
-
-    latency = results["latency_ms"]
-    out.append(f"### Latency (ms, {latency['configuration']}"
-               f"{', cold query cache' if latency.get('cold_query_cache') else ''})\n")
-    rows = [[stage, v["p50"], v["p95"], v["n"]] for stage, v in latency["retrieval"].items()]
-    if latency.get("followup_resolution"):
-        v = latency["followup_resolution"]
-        rows.append(["follow-up resolution", v["p50"], v["p95"], v["n"]])
-    for stage, v in (latency.get("answers") or {}).items():
-        rows.append([f"answer: {stage}", v["p50"], v["p95"], v["n"]])
-    out.append(_table(["stage", "p50", "p95", "n"], [[r[0], _f(r[1], 1), _f(r[2], 1), r[3]] for r in rows]))
-    return "\n".join(out) + "\n"
+        wtl = s.win_tie_loss or {}
+        out.append(f"**Significance** ({s.metric}, paired over {s.queries} queries): {s.control} "
+                   f"{s.mean_control:.3f} vs {s.treatment} {s.mean_treatment:.3f}; Student's t p = {s.student_p:.4g}, "
+                   f"Fisher randomization p = {s.fisher_p:.4g} ({s.n_permutations} permutations); per query W/T/L = "
+                   f"{wtl.get('W')}/{wtl.get('T')}/{wtl.get('L')}.\n")
+    for dimension, title in (("lang", "language"), ("type", "question type"), ("coverage", "expected coverage"),
+                             ("category", "category")):
+        groups = retrieval.breakdown.get(dimension) or {}
+        if groups:
+            rows = [[f"{key} {g.label}" if g.label and key != "sections" else (g.label or key), g.n,
+                     *(g.metrics.get(k) for k in keys)] for key, g in groups.items()]
+            out.append(f"### {DEFAULT} by {title}\n\n" + _table([title, "n", *keys], rows))
+    return out
 
 
-def _provenance(results: dict[str, Any]) -> str:
-    system = results["system"]
-    git = system["git"]
-    commit = f"`{git['commit'][:12]}`{' (with local changes)' if git['dirty'] else ''}" if git["commit"] else "—"
-    models = ", ".join(f"{m['name']} = {m['model']} ({m['package']} {m['version']})" for m in system["models"])
-    libraries = ", ".join(f"{k} {v}" for k, v in system["libraries"].items())
-    dataset = results["dataset"]
+def _coverage_tables(results: EvalResults) -> list[str]:
+    coverage = results.coverage
+    out = [f"### Coverage (predicted by {coverage.source}; {coverage.questions} questions, "
+           f"accuracy {_f(coverage.accuracy)})\n"]
+    out.append(_table(["expected", "n", *(f"→ {c}" for c in COVERAGES)],
+                      [[c, sum(row.values()), *(row[p] for p in COVERAGES)] for c, row in coverage.by_class.items()]))
+    out.append(_table(["outcome", "expected", "predicted", "correct", "precision", "recall"],
+                      [[c, o.expected, o.predicted, o.correct, o.precision, o.recall]
+                       for c, o in coverage.outcomes.items()]))
+    out.append("By question type:\n\n" + _table(
+        ["type", "expected", "n", *(f"→ {c}" for c in COVERAGES)],
+        [[t, coverage.type_class.get(t), sum(row.values()), *(row[p] for p in COVERAGES)]
+         for t, row in coverage.by_type.items()], 2))
+    return out
+
+
+def _answer_tables(results: EvalResults) -> list[str]:
+    answers = results.answers
+    if answers.status != "run" or answers.floors is None:
+        return [f"### Answers\n\n_{answers.note}_\n"]
+    floors = answers.floors
+    out = ["### Answers\n", _table(
+        ["answered", "errors", "right task in top 3", "answerable → none", "out of scope → full",
+         "near-miss → partial/none", "citation P", "citation R", "facts", "language"],
+        [[answers.answered, answers.errors, floors.top3_task, floors.answerable_none, floors.oos_full,
+          floors.near_miss_hedged, answers.citation_precision, answers.citation_recall, answers.fact_coverage,
+          answers.language_match]]), f"modes: {answers.modes}\n"]
+    out.append("Right task among the first three cited tasks, by language and by type:\n\n" + _table(
+        ["group", "top 3"], [[f"lang {k}", v] for k, v in floors.top3_by_lang.items()]
+        + [[f"type {k}", v] for k, v in floors.top3_by_type.items()]))
+    return out
+
+
+def _kind_row(label: str, scores: KindScores) -> list[Any]:
+    return [label, scores.turns, scores.top3, scores.answerable_none, scores.oos_full, scores.unresolvable_ordinals]
+
+
+def _conversation_tables(results: EvalResults) -> list[str]:
+    conversations = results.conversations
+    if conversations.status != "run" or conversations.followups is None:
+        return [f"### Conversations\n\n_{conversations.note}_\n"]
+    header = ["turns", "n", "right task in top 3", "answerable → none", "out of scope → full",
+              "unresolvable ordinals"]
+    rows = [_kind_row("**all follow-ups**", conversations.followups)]
+    rows += [_kind_row(kind, s) for kind, s in conversations.by_kind.items()]
+    rows += [_kind_row(f"follow-ups, {lang}", s) for lang, s in conversations.by_lang.items()]
+    return [f"### Conversations ({conversations.conversations} conversations, {conversations.turns} turns)\n",
+            _table(header, rows),
+            "Ordinal turns score 1 when the answer's first citation is the unit the previous answer cited at "
+            "that position.\n"]
+
+
+def _latency_table(results: EvalResults) -> str:
+    latency = results.latency_ms
+    rows = [[stage, _f(v.p50, 1), _f(v.p95, 1), v.n] for stage, v in latency.retrieval.items()]
+    rows += [[f"answer: {stage}", _f(v.p50, 1), _f(v.p95, 1), v.n] for stage, v in latency.answers.items()]
+    return (f"### Latency (ms, {latency.configuration}{', cold query cache' if latency.cold_query_cache else ''})\n\n"
+            + _table(["stage", "p50", "p95", "n"], rows))
+
+
+def render_tables(results: EvalResults) -> str:
+    """Every table: gated metrics, retrieval, coverage, answers, conversations, latency."""
+    parts = [_gated_table(results), *_retrieval_tables(results), *_coverage_tables(results),
+             *_answer_tables(results), *_conversation_tables(results), _latency_table(results)]
+    return "\n".join(parts)
+
+
+def _provenance(results: EvalResults) -> str:
+    system, dataset = results.system, results.dataset
+    git = system.git
+    commit = (f"`{str(git['commit'])[:12]}`{' (with local changes)' if git['dirty'] else ''}"
+              if git.get("commit") else "—")
+    models = ", ".join(f"{m['name']} = {m['model']} ({m['package']} {m['version']})" for m in system.models)
+    files = "; ".join(f"`{f.path}` ({f.rows} rows, sha256 `{f.sha256[:16]}…`)" for f in dataset.files.values())
     return "\n".join([
-        f"- command: `{results['command']}`",
-        f"- date: {results['created_at']}; commit {commit}",
-        f"- split: **{results['split']}** ({dataset['questions']} questions, {dataset['judged']} judged); "
-        f"dataset `{dataset['path']}` sha256 `{dataset['sha256'][:16]}…`",
-        f"- retrievers: {', '.join(system['retrievers'])}; models: {models}",
-        f"- fusion: {system['settings']['fusion']} (k={system['settings']['rrf_k']}), "
-        f"lookup {'on' if system['settings']['lookup'] else 'off'}; index built {system['index']['built_at']}",
-        f"- follow-ups: {results['followup_resolution']}",
-        f"- libraries: {libraries}",
-        f"- machine: {system.get('cpus')} CPUs, load average {system.get('load_average')} at the end of the run "
+        f"- command: `{results.command}`",
+        f"- date: {results.created_at}; commit {commit}",
+        f"- split: **{results.split}** ({dataset.questions} questions, {dataset.judged} judged; "
+        f"{dataset.conversations} conversations, {dataset.turns} turns)",
+        f"- files: {files}",
+        f"- retrievers: {', '.join(system.retrievers)}; models: {models}",
+        f"- fusion: {system.settings['fusion']} (k={system.settings['rrf_k']}), lookup "
+        f"{'on' if system.settings['lookup'] else 'off'}, rerank {'on' if system.settings['rerank'] else 'off'}; "
+        f"index built {system.index.get('built_at')}",
+        f"- libraries: {', '.join(f'{k} {v}' for k, v in system.libraries.items())}",
+        f"- machine: {system.cpus} CPUs, load average {system.load_average} at the end of the run "
         "(latency is sensitive to it)",
     ])
 
 
-def render_report(results: dict[str, Any]) -> str:
-    notes = "".join(f"- {n}\n" for n in results.get("notes", []))
-    return (f"# Evaluation report — {results['split']} split\n\n{_provenance(results)}\n\n"
-            + (f"**Notes**\n\n{notes}\n" if notes else "")
+def _notes(results: EvalResults) -> str:
+    return ("**Notes**\n\n" + "".join(f"- {n}\n" for n in results.notes) + "\n") if results.notes else ""
+
+
+def render_report(results: EvalResults) -> str:
+    return (f"# Evaluation report — {results.split} split\n\n{_provenance(results)}\n\n{_notes(results)}"
             + render_tables(results)
             + "\n![retrievers](retrievers.png)\n\n![breakdown](breakdown.png)\n\n"
-            "Worst questions: [worst.md](worst.md). Files: `results.json` (every metric, per-query scores), "
-            "`run.trec` / `qrels.trec` (trec_eval format; run scores are 1/rank), `runs/` (one TREC run per "
-            "configuration).\n")
+            "Worst questions: [worst.md](worst.md). Files: `results.json` (every metric, per-query scores and "
+            "answers, every conversation turn), `run.trec` / `qrels.trec` (trec_eval format; run scores are 1/rank), "
+            "`runs/` (one TREC run per configuration).\n")
 
 
-def render_baseline(results: dict[str, Any]) -> str:
-    """``eval/BASELINE.md``: the main tables on the test split and how to reproduce them."""
-    notes = "".join(f"- {n}\n" for n in results.get("notes", []))
-    return ("# Baseline (test split)\n\n"
-            "Regenerate with `policy-assistant eval --baseline` (runs the full evaluation on the test split, "
-            "writes a report under `eval/reports/` and rewrites this file). Latency depends on the machine.\n\n"
-            f"{_provenance(results)}\n\n" + (f"**Notes**\n\n{notes}\n" if notes else "") + render_tables(results))
+def render_baseline(results: EvalResults) -> str:
+    """``eval/BASELINE.md``: every table on the blind split and how to reproduce them."""
+    return ("# Baseline (blind split)\n\n"
+            "Regenerate with `policy-assistant eval --baseline` (the full evaluation on the blind split: "
+            "`eval/blind/questions.jsonl` and `eval/blind/conversations.jsonl`; it writes a report under "
+            "`eval/reports/` and rewrites this file). Nothing is tuned on the blind split. Latency depends on the "
+            f"machine.\n\n{_provenance(results)}\n\n{_notes(results)}" + render_tables(results))
+
+
+def write_baseline(results: EvalResults, path: Path) -> None:
+    path.write_text(render_baseline(results), encoding="utf-8")
 
 
 def render_worst(run: EvalRun, count: int = WORST) -> str:
     """The ``count`` judged questions with the lowest nDCG@10 (ties: lowest Recall@10)."""
-    corpus_texts: dict[str, str] = {}
-    per_query = run.results["per_query"]
-    judged = [q for q in run.questions if per_query[q.id]["metrics"] is not None]
-    judged.sort(key=lambda q: (per_query[q.id]["metrics"][MAIN_METRIC], per_query[q.id]["metrics"]["Recall@10"],
-                               q.id))
-    lines = [f"# {min(count, len(judged))} worst questions ({DEFAULT}, {run.results['split']} split)\n",
+    per_query = run.results.per_query
+    judged = [q for q in run.questions if per_query[q.id].metrics is not None]
+    judged.sort(key=lambda q: (per_query[q.id].metrics[MAIN_METRIC], per_query[q.id].metrics["Recall@10"], q.id))
+    lines = [f"# {min(count, len(judged))} worst questions ({DEFAULT}, {run.results.split} split)\n",
              "Lowest nDCG@10 first, ties broken by Recall@10. Gold: doc id (grade). "
              "Retrieved: rank, unit, engine score, retrievers (name#rank) or lookup.\n"]
     for question in judged[:count]:
-        metrics = per_query[question.id]["metrics"]
-        lines.append(f"## {question.id} — {question.type}, {question.lang}: nDCG@10 {metrics[MAIN_METRIC]:.3f}, "
-                     f"Recall@10 {metrics['Recall@10']:.3f}\n")
-        if question.history:
-            for turn in question.history:
-                lines.append(f"> {turn.role}: {turn.content}  ")
-            lines.append("")
-        lines.append(f"**Q:** {question.question}\n")
-        if run.queries[question.id] != question.question:
-            lines.append(f"Sent to the engine: {run.queries[question.id]}\n")
-        gold = ", ".join(f"`{doc}` ({grade})" for doc, grade in sorted(question.relevance.items(),
-                                                                        key=lambda item: -item[1]))
-        lines.append(f"**Gold:** {gold}\n")
-        for doc in sorted(question.relevance, key=lambda d: -question.relevance[d]):
-            corpus_texts.setdefault(doc, _unit_text(run, doc))
-            lines.append(f"- `{doc}`: {corpus_texts[doc]}")
+        metrics = per_query[question.id].metrics
+        lines.append(f"## {question.id} — {question.type}, {question.lang}, {question.coverage}: "
+                     f"nDCG@10 {metrics[MAIN_METRIC]:.3f}, Recall@10 {metrics['Recall@10']:.3f}\n")
+        lines += [f"> {turn.role}: {turn.content}  " for turn in question.history]
+        lines.append(f"\n**Q:** {question.question}\n")
+        gold = sorted(question.relevance, key=lambda d: -question.relevance[d])
+        lines.append("**Gold:** " + ", ".join(f"`{doc}` ({question.relevance[doc]})" for doc in gold) + "\n")
+        lines += [f"- `{doc}`: {_unit_text(run, doc)}" for doc in gold]
         lines.append("\n**Top 5:**\n")
         for rank, hit in enumerate(run.searches[question.id].hits[:5], start=1):
             found = "lookup" if hit.lookup else ", ".join(f"{k}#{v}" for k, v in sorted(hit.retrievers.items()))
@@ -259,73 +274,21 @@ def _short(text: str, width: int = 80) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
-# --- charts ---------------------------------------------------------------------------------
-def write_charts(results: dict[str, Any], folder: Path) -> None:
-    """``retrievers.png`` (main metrics per configuration) and ``breakdown.png`` (nDCG@10 by lang, type)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    configs = results["retrieval"]["configs"]
-    names = list(configs)
-    figure, axis = plt.subplots(figsize=(max(8.0, 1.3 * len(names) + 3), 4.5))
-    width = 0.8 / len(CHART_METRICS)
-    for i, metric in enumerate(CHART_METRICS):
-        values = [configs[n]["metrics"].get(metric, 0.0) for n in names]
-        axis.bar([x + i * width for x in range(len(names))], values, width, label=metric)
-    axis.set_xticks([x + width * (len(CHART_METRICS) - 1) / 2 for x in range(len(names))], names, rotation=20,
-                    ha="right")
-    axis.set_ylim(0, 1)
-    axis.set_ylabel("score")
-    axis.set_title(f"Retrieval by configuration ({results['split']} split)")
-    axis.legend(fontsize=8, ncols=len(CHART_METRICS), loc="upper center", bbox_to_anchor=(0.5, -0.25))
-    axis.grid(axis="y", alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(folder / "retrievers.png", dpi=120)
-    plt.close(figure)
-
-    breakdown = results["retrieval"]["breakdown"]
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [1, 3]})
-    for axis, dimension in zip(axes, ("lang", "type"), strict=True):
-        groups = breakdown.get(dimension) or {}
-        labels = [f"{k}\n(n={v['n']})" for k, v in groups.items()]
-        values = [v["metrics"][MAIN_METRIC] for v in groups.values()]
-        axis.bar(range(len(values)), values, color="tab:blue" if dimension == "lang" else "tab:green")
-        axis.set_xticks(range(len(values)), labels, rotation=30 if dimension == "type" else 0, fontsize=8)
-        axis.set_ylim(0, 1)
-        axis.set_title(f"{MAIN_METRIC} by {'language' if dimension == 'lang' else 'type'}")
-        axis.grid(axis="y", alpha=0.3)
-    figure.suptitle(f"{DEFAULT}, {results['split']} split")
-    figure.tight_layout()
-    figure.savefig(folder / "breakdown.png", dpi=120)
-    plt.close(figure)
-
-
-def summary_lines(results: dict[str, Any]) -> list[str]:
-    """A few plain lines for the terminal: each configuration's main metrics, scope, answers."""
-    lines = [f"{results['split']} split: {results['dataset']['questions']} questions "
-             f"({results['dataset']['judged']} judged)"]
-    for name, config in results["retrieval"]["configs"].items():
-        metrics = config["metrics"]
-        lines.append(f"  {name:<18} " + "  ".join(f"{k} {metrics.get(k, 0.0):.3f}"
+def summary_lines(results: EvalResults) -> list[str]:
+    """A few plain lines for the terminal: each configuration's main metrics, the gated metrics."""
+    dataset = results.dataset
+    lines = [f"{results.split} split: {dataset.questions} questions ({dataset.judged} judged), "
+             f"{dataset.conversations} conversations"]
+    for name, config in results.retrieval.configs.items():
+        lines.append(f"  {name:<18} " + "  ".join(f"{k} {config.metrics.get(k, 0.0):.3f}"
                                                    for k in ("NDCG@10", "Recall@5", "MRR@10")))
-    significance = results["retrieval"].get("significance") or {}
-    if "student" in significance:
-        lines.append(f"  {significance['control']} vs {significance['treatment']}: Student's t p = "
-                     f"{significance['student']['p_value']:.4g}, Fisher p = {significance['fisher']['p_value']:.4g}")
-    scope = results["scope"]
-    lines.append(f"  scope (out-of-scope flag): precision {_f(scope['precision'])} recall {_f(scope['recall'])} "
-                 f"F1 {_f(scope['f1'])}; in scope wrongly flagged {_f(scope.get('false_flag_rate'))}; "
-                 f"confident answers to out-of-scope {_f(scope['confident_oos_rate'])}")
-    answers = results["answers"]
-    if answers.get("status") == "run":
-        lines.append(f"  answers: citation P {_f(answers['citation_precision'])} R {_f(answers['citation_recall'])}"
-                     f", facts {_f(answers['fact_coverage'])}, language {_f(answers['language_match'])}, "
-                     f"errors {answers['errors']}")
-    lines += [f"  note: {note}" for note in results.get("notes", [])]
+    for s in results.retrieval.significance:
+        if s.student_p is not None:
+            lines.append(f"  {s.control} vs {s.treatment}: Student's t p = {s.student_p:.4g}, "
+                         f"Fisher p = {s.fisher_p:.4g}")
+    coverage = results.coverage
+    lines.append(f"  coverage ({coverage.source}): accuracy {_f(coverage.accuracy)}; "
+                 + ", ".join(f"{c} P {_f(o.precision)} R {_f(o.recall)}" for c, o in coverage.outcomes.items()))
+    lines += [f"  {name:<30} {_f(value, 4)}" for name, value in results.gated.items()]
+    lines += [f"  note: {note}" for note in results.notes]
     return lines
-
-
-def write_baseline(results: dict[str, Any], path: Path) -> None:
-    path.write_text(render_baseline(results), encoding="utf-8")

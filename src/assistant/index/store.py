@@ -33,15 +33,32 @@ from llama_index.core.storage.docstore import SimpleDocumentStore
 from llama_index.vector_stores.faiss import FaissVectorStore
 
 from assistant.config import Settings
+from assistant.index.analyzer import TextAnalyzer
 from assistant.index.embedders import OfflineEmbedding, available_embedders
 from assistant.index.sparse import SparseIndex
-from assistant.index.units import domain_stopwords, sparse_text, unit_nodes, unit_views
+from assistant.index.units import domain_stopwords, knowledge_views, sparse_text, unit_nodes, unit_views
 from assistant.ingest.corpus import corpus_records, load_corpus
+from assistant.ingest.knowledge import Knowledge, load_knowledge
 from assistant.ingest.models import Corpus
+from assistant.ingest.vocabulary import Vocabulary, load_vocabulary
 
 log = logging.getLogger(__name__)
 
-INDEX_FORMAT = 7  # bump when the unit representation, the layout or the scope model's features change
+# The code that decides what an index holds; a change to any of it makes older builds stale
+# (no hand-bumped format number to forget).
+_REPRESENTATION_MODULES = ("index/units.py", "index/sparse.py", "index/store.py", "ingest/knowledge.py")
+
+
+def representation_fingerprint() -> str:
+    """sha256 over the modules that define units, views, tokens and layout, and the scope features."""
+    from assistant.retrieval.scope.features import feature_fingerprint
+
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for name in _REPRESENTATION_MODULES:
+        digest.update(name.encode() + b"\0" + (root / name).read_bytes())
+    digest.update(feature_fingerprint().encode())
+    return digest.hexdigest()
 
 
 class IndexProblem(RuntimeError):
@@ -107,6 +124,10 @@ class LoadedIndex:
     nodes: list[TextNode]
     dense: dict[str, DenseIndex]
     sparse: SparseIndex | None
+    sparse_knowledge: SparseIndex | None = None
+    analyzer: TextAnalyzer | None = None
+    vocabulary: Vocabulary | None = None
+    knowledge: Knowledge | None = None
     unit_index: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -117,8 +138,27 @@ class LoadedIndex:
         return None if position is None else self.nodes[position]
 
 
+KNOWLEDGE_SUFFIX = "_k"  # a retriever over the knowledge views: use_k, e5_k, bm25_k
+
+
+def corpus_analyzer(vocabulary: Vocabulary, corpus: Corpus) -> TextAnalyzer:
+    """The one analyser of this corpus: the vocabulary's stop words plus the corpus's city."""
+    return TextAnalyzer(vocabulary.stopwords, domain_stopwords(corpus))
+
+
+def unit_knowledge(settings: Settings, corpus: Corpus) -> Knowledge | None:
+    """The task knowledge the index uses (None when ``settings.knowledge`` is off)."""
+    if not settings.knowledge:
+        return None
+    ids = [n.node_id for n in unit_nodes(corpus)]
+    return load_knowledge(settings.annotations_path, ids)
+
+
 def _index_config(settings: Settings, embedders: dict[str, OfflineEmbedding]) -> dict:
-    return {"format": INDEX_FORMAT, "embedders": sorted(embedders), "bm25": settings.bm25,
+    return {"representation": representation_fingerprint(),
+            "vocabulary_sha256": load_vocabulary(settings.annotations_path).sha256,
+            "embedders": sorted(embedders), "bm25": settings.bm25,
+            "knowledge": settings.knowledge,
             "st_model_path": str(settings.st_model_path) if "st" in embedders else None,
             "scope_data_sha256": scope_data_fingerprint(settings)}
 
@@ -157,6 +197,11 @@ def build_index(
     try:
         nodes = unit_nodes(corpus)
         views = unit_views(corpus)
+        analyzer = corpus_analyzer(load_vocabulary(settings.annotations_path), corpus)
+        knowledge = unit_knowledge(settings, corpus)
+        channels = {"": views}
+        if knowledge is not None:
+            channels[KNOWLEDGE_SUFFIX] = knowledge_views(knowledge, [n.node_id for n in nodes])
         docstore = SimpleDocumentStore()
         docstore.add_documents(nodes)
         docstore.persist(str(tmp / "docstore.json"))
@@ -164,23 +209,19 @@ def build_index(
         embedder_info = []
         for step, (name, embedder) in enumerate(embedders.items()):
             report(f"embedding ({name})", step, len(embedders) + 1)
-            vectors = embedder.encode_passages([v.text for v in views])
-            import faiss
-
-            store = FaissVectorStore(faiss_index=faiss.IndexFlatIP(vectors.shape[1]))
-            store.add([TextNode(id_=f"{v.unit_id}#{v.lang}", text=v.text, embedding=vec.tolist())
-                       for v, vec in zip(views, vectors, strict=True)])
-            store.persist(str(tmp / "dense" / f"{name}.faiss"))
-            (tmp / "dense" / f"{name}.views.json").write_text(
-                json.dumps([v.unit_id for v in views]), encoding="utf-8")
+            for suffix, channel_views in channels.items():
+                _write_dense(tmp / "dense", name + suffix, embedder, channel_views)
             embedder_info.append(embedder.describe())
         report("bm25", len(embedders), len(embedders) + 1)
         if settings.bm25:
             SparseIndex.build([n.node_id for n in nodes], [sparse_text(n) for n in nodes],
-                              domain_stopwords(corpus)).save(tmp / "bm25")
+                              analyzer).save(tmp / "bm25")
+            if knowledge is not None:
+                SparseIndex.build([n.node_id for n in nodes],
+                                  [knowledge.units[n.node_id].sparse_text() for n in nodes],
+                                  analyzer).save(tmp / f"bm25{KNOWLEDGE_SUFFIX}")
         report("done", len(embedders) + 1, len(embedders) + 1)
 
-        files = {str(p.relative_to(tmp)): _file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest = {
             **_index_config(settings, embedders),
             "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -189,13 +230,14 @@ def build_index(
             "source_sha256": corpus.source_sha256,
             "corpus_sha256": corpus_fingerprint(corpus),
             "units": len(nodes),
-            "views": len(views),
+            "views": {suffix or "text": len(v) for suffix, v in channels.items()},
+            "knowledge_sha256": knowledge.sha256 if knowledge is not None else None,
             "embedder_info": embedder_info,
-            "files": files,
         }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
+        _write_manifest(tmp, manifest)
         if before_publish is not None:
-            before_publish(tmp)
+            before_publish(tmp)  # calibration writes scope files: checksum them with the rest
+            _write_manifest(tmp, manifest)
         final = builds / stamp
         tmp.rename(final)
         _publish(root, final)
@@ -203,6 +245,25 @@ def build_index(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_manifest(folder: Path, manifest: dict) -> None:
+    """The manifest with the checksum of every file beside it."""
+    manifest["files"] = {str(p.relative_to(folder)): _file_sha256(p) for p in sorted(folder.rglob("*"))
+                         if p.is_file() and p.name != "manifest.json"}
+    (folder / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
+
+
+def _write_dense(folder: Path, name: str, embedder: OfflineEmbedding, views: list) -> None:
+    """One FAISS inner-product index over ``views`` and its row -> unit map."""
+    import faiss
+
+    vectors = embedder.encode_passages([v.text for v in views])
+    store = FaissVectorStore(faiss_index=faiss.IndexFlatIP(vectors.shape[1]))
+    store.add([TextNode(id_=f"{v.unit_id}#{v.lang}#{i}", text=v.text, embedding=vec.tolist())
+               for i, (v, vec) in enumerate(zip(views, vectors, strict=True))])
+    store.persist(str(folder / f"{name}.faiss"))
+    (folder / f"{name}.views.json").write_text(json.dumps([v.unit_id for v in views]), encoding="utf-8")
 
 
 def _publish(root: Path, build: Path) -> None:
@@ -263,8 +324,8 @@ def verify(folder: Path, settings: Settings, corpus: Corpus, available: set[str]
         if _file_sha256(path) != checksum:
             raise IndexCorrupt(f"index file {name} does not match its checksum; rebuild with "
                                "`policy-assistant ingest`")
-    if manifest.get("format") != INDEX_FORMAT:
-        raise IndexStale(f"index format {manifest.get('format')} is not the current {INDEX_FORMAT}")
+    if manifest.get("representation") != representation_fingerprint():
+        raise IndexStale("index was built by another version of the indexing code or scope features")
     if manifest.get("corpus_sha256") != corpus_fingerprint(corpus):
         raise IndexStale("index was built from another version of the corpus or annotations")
     built = set(manifest.get("embedders", []))
@@ -272,6 +333,13 @@ def verify(folder: Path, settings: Settings, corpus: Corpus, available: set[str]
         raise IndexStale(f"index has embedders {sorted(built)}, the configuration here uses {sorted(available)}")
     if bool(manifest.get("bm25")) != settings.bm25:
         raise IndexStale("index BM25 setting differs from the configuration")
+    if manifest.get("vocabulary_sha256") != load_vocabulary(settings.annotations_path).sha256:
+        raise IndexStale("index was built with another version of the vocabulary (stop words, gazetteer, answer types)")
+    if bool(manifest.get("knowledge")) != settings.knowledge:
+        raise IndexStale("index knowledge setting differs from the configuration")
+    knowledge = unit_knowledge(settings, corpus)
+    if manifest.get("knowledge_sha256") != (knowledge.sha256 if knowledge is not None else None):
+        raise IndexStale("index was built from another version of the task knowledge")
     if manifest.get("scope_data_sha256") != scope_data_fingerprint(settings):
         raise IndexStale("the scope model was calibrated on other labelled questions (eval/*.jsonl changed)")
     return manifest
@@ -290,19 +358,30 @@ def load_index(settings: Settings, corpus: Corpus | None = None,
         docstore = SimpleDocumentStore.from_persist_path(str(folder / "docstore.json"))
         nodes = [docstore.get_node(uid) for uid in (n.node_id for n in unit_nodes(corpus))]
         dense = {}
-        for name in manifest["embedders"]:
-            if name not in embedders:
-                log.warning("index has %s vectors but the embedder is unavailable here; skipping it", name)
-                continue
-            store = FaissVectorStore(faiss_index=faiss.read_index(str(folder / "dense" / f"{name}.faiss")))
-            view_units = json.loads((folder / "dense" / f"{name}.views.json").read_text(encoding="utf-8"))
-            if store.client.ntotal != len(view_units) or store.client.d != embedders[name].dim:
-                raise IndexCorrupt(f"{name} vectors do not match the embedder; rebuild with `policy-assistant ingest`")
-            dense[name] = DenseIndex(embedders[name], store, view_units)
-        sparse = SparseIndex.load(folder / "bm25") if manifest.get("bm25") else None
+        suffixes = ["", KNOWLEDGE_SUFFIX] if manifest.get("knowledge") else [""]
+        for suffix in suffixes:
+            for name in manifest["embedders"]:
+                if name not in embedders:
+                    if not suffix:
+                        log.warning("index has %s vectors but the embedder is unavailable here; skipping it", name)
+                    continue
+                key = name + suffix
+                store = FaissVectorStore(faiss_index=faiss.read_index(str(folder / "dense" / f"{key}.faiss")))
+                view_units = json.loads((folder / "dense" / f"{key}.views.json").read_text(encoding="utf-8"))
+                if store.client.ntotal != len(view_units) or store.client.d != embedders[name].dim:
+                    raise IndexCorrupt(f"{key} vectors do not match the embedder; rebuild with "
+                                       "`policy-assistant ingest`")
+                dense[key] = DenseIndex(embedders[name], store, view_units)
+        vocabulary = load_vocabulary(settings.annotations_path)
+        analyzer = corpus_analyzer(vocabulary, corpus)
+        sparse = SparseIndex.load(folder / "bm25", analyzer) if manifest.get("bm25") else None
+        sparse_k = (SparseIndex.load(folder / f"bm25{KNOWLEDGE_SUFFIX}", analyzer)
+                    if manifest.get("bm25") and manifest.get("knowledge") else None)
     except (ValueError, KeyError, RuntimeError, OSError) as exc:
         if isinstance(exc, IndexProblem):
             raise
         raise IndexCorrupt(f"index in {folder} cannot be read ({exc}); rebuild with `policy-assistant ingest`"
                            ) from exc
-    return LoadedIndex(folder=folder, manifest=manifest, nodes=nodes, dense=dense, sparse=sparse)
+    return LoadedIndex(folder=folder, manifest=manifest, nodes=nodes, dense=dense, sparse=sparse,
+                       sparse_knowledge=sparse_k, analyzer=analyzer, vocabulary=vocabulary,
+                       knowledge=unit_knowledge(settings, corpus))

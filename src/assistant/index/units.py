@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from llama_index.core.schema import TextNode
 
+from assistant.ingest.knowledge import Knowledge
 from assistant.ingest.models import Corpus, Section, Task
 
 VIEWS = ("zh", "en")
@@ -104,6 +105,19 @@ def unit_views(corpus: Corpus) -> list[View]:
     views = [v for task in corpus.tasks for v in task_views(task)]
     views += [v for section in corpus.sections for v in section_views(section)]
     return views + metadata_views(corpus)
+
+
+def knowledge_views(knowledge: Knowledge, unit_ids: list[str]) -> list[View]:
+    """The reviewed expansion of each unit as views of it: its explanation in both languages and
+    every example question, each embedded on its own (a question meets the nearest way of asking)."""
+    views: list[View] = []
+    for uid in unit_ids:
+        unit = knowledge.get(uid)
+        if unit is None:
+            continue
+        views += [View(uid, "zh", unit.explain_zh), View(uid, "en", unit.explain_en)]
+        views += [View(uid, lang, question) for lang, question in unit.questions()]
+    return views
 
 
 def domain_stopwords(corpus: Corpus) -> frozenset[str]:

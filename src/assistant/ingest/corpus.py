@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 from datetime import date
-from functools import lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 
 from assistant.config import Settings, get_settings
-from assistant.ingest.models import Corpus
+from assistant.ingest.models import Corpus, Section
 from assistant.ingest.parser import CorpusError, parse_document, sha256_text
 
 
@@ -116,7 +115,9 @@ def _check_same(kind: str, annotated: set, parsed: set) -> None:
 
 
 def apply_annotations(corpus: Corpus, notes: Annotations) -> Corpus:
-    """Merge English renderings and measure links into ``corpus``, checking coverage exactly."""
+    """``corpus`` with the English renderings and measure links merged in, checking coverage exactly.
+
+    Returns a new corpus; ``corpus`` itself is left as it was (the models are frozen)."""
     if notes.doc_number != corpus.meta.doc_number:
         raise CorpusError(f"annotations are for {notes.doc_number}, the source is {corpus.meta.doc_number}")
     tasks = {t.number: t for t in corpus.tasks}
@@ -135,29 +136,37 @@ def apply_annotations(corpus: Corpus, notes: Annotations) -> Corpus:
     if unknown:
         raise CorpusError(f"differentiated tasks {unknown} are not in the annex")
 
-    category_en = {n.no: n.en for n in notes.categories}
-    for c in corpus.categories:
-        c.title_en = category_en[c.number]
-    for note in notes.tasks:
-        task = tasks[note.task]
-        task.text_en = note.en
-        task.category_en = category_en[task.category_no]
-        task.differentiated = note.task in notes.differentiated_tasks
     for note in notes.sections:
         section = sections[note.id]
-        section.heading_en, section.text_en = note.heading_en, note.summary_en
         for measure in note.measures:
             if measure.zh not in section.text:
                 raise CorpusError(f"section {note.id}: measure {measure.zh[:20]!r} is not in the section text")
             bad = sorted(set(measure.tasks) - set(tasks))
             if bad:
                 raise CorpusError(f"section {note.id}: measure {measure.zh[:20]!r} links unknown tasks {bad}")
-        section.measures = [(m.zh, m.tasks) for m in note.measures]
-        section.tasks = sorted({n for m in note.measures for n in m.tasks})
-    corpus.meta.title_en = notes.document.title_en
-    corpus.meta.plan_title_en = notes.document.plan_title_en
-    corpus.meta.issuer_en = notes.document.issuer_en
-    return corpus
+
+    # The models are frozen: every annotated unit is a new object, and so is the corpus.
+    category_en = {n.no: n.en for n in notes.categories}
+    task_en = {n.task: n.en for n in notes.tasks}
+    differentiated = set(notes.differentiated_tasks)
+    section_notes = {n.id: n for n in notes.sections}
+    return corpus.model_copy(update={
+        "categories": [c.model_copy(update={"title_en": category_en[c.number]}) for c in corpus.categories],
+        "tasks": [t.model_copy(update={"text_en": task_en[t.number], "category_en": category_en[t.category_no],
+                                       "differentiated": t.number in differentiated}) for t in corpus.tasks],
+        "sections": [_annotated_section(s, section_notes[s.id]) for s in corpus.sections],
+        "meta": corpus.meta.model_copy(update={"title_en": notes.document.title_en,
+                                               "plan_title_en": notes.document.plan_title_en,
+                                               "issuer_en": notes.document.issuer_en}),
+    })
+
+
+def _annotated_section(section: Section, note: SectionNote) -> Section:
+    return section.model_copy(update={
+        "heading_en": note.heading_en, "text_en": note.summary_en,
+        "measures": [(m.zh, list(m.tasks)) for m in note.measures],
+        "tasks": sorted({n for m in note.measures for n in m.tasks}),
+    })
 
 
 def _check_manifest_agrees(corpus: Corpus, manifest: SourceManifest) -> None:
@@ -170,18 +179,18 @@ def _check_manifest_agrees(corpus: Corpus, manifest: SourceManifest) -> None:
             raise CorpusError(f"manifest says {field}={expected!r} but the source reads {parsed!r}")
 
 
-@lru_cache(maxsize=4)
-def _load(sources: Path, annotations_dir: Path) -> Corpus:
+def load_corpus(settings: Settings | None = None) -> Corpus:
+    """The verified, annotated corpus, read from ``settings``' sources and annotations.
+
+    Parsed at each call (about 4 ms; the engine loads it once and shares it), so there is no
+    process-wide cache to go stale when the sources change; the result is immutable (frozen).
+    """
+    settings = settings or get_settings()
+    sources = settings.sources_path
     manifest = read_manifest(sources)
     corpus = parse_document(read_source(sources, manifest))
     _check_manifest_agrees(corpus, manifest)
-    return apply_annotations(corpus, read_annotations(annotations_dir / manifest.annotations))
-
-
-def load_corpus(settings: Settings | None = None) -> Corpus:
-    """The verified, annotated corpus (parsed once per process and paths)."""
-    settings = settings or get_settings()
-    return _load(settings.sources_path.resolve(), settings.annotations_path.resolve())
+    return apply_annotations(corpus, read_annotations(settings.annotations_path / manifest.annotations))
 
 
 def load_glossary(settings: Settings | None = None) -> dict[str, str]:

@@ -1,20 +1,33 @@
-"""The structured corpus: document metadata, body sections and annex tasks."""
+"""The structured corpus: document metadata, body sections and annex tasks.
+
+Every model is frozen: the corpus is parsed once and then shared by the index, the retrievers
+and the answers, so nothing may change it in place. A changed unit is a new object
+(``model_copy(update=...)``), as :func:`assistant.ingest.corpus.apply_annotations` does.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+_FROZEN = ConfigDict(frozen=True)
 
 
 class BasisDocument(BaseModel):
     """A document the plan rests on, e.g. 国函〔2025〕39号."""
+
+    model_config = _FROZEN
 
     number: str
     title: str
 
 
 class DocumentMeta(BaseModel):
+    model_config = _FROZEN
+
     doc_number: str
     title: str
     plan_title: str
@@ -36,6 +49,8 @@ class DocumentMeta(BaseModel):
 class Section(BaseModel):
     """A unit of the plan body under its heading path (一、 / （一）)."""
 
+    model_config = _FROZEN
+
     id: str
     heading_path: list[str]
     paragraphs: list[str]
@@ -51,6 +66,8 @@ class Section(BaseModel):
 
 
 class Category(BaseModel):
+    model_config = _FROZEN
+
     number: int
     ordinal: str
     title: str
@@ -63,6 +80,8 @@ class Category(BaseModel):
 
 
 class Task(BaseModel):
+    model_config = _FROZEN
+
     number: int
     category_no: int
     category: str
@@ -74,17 +93,43 @@ class Task(BaseModel):
 
 
 class Corpus(BaseModel):
+    """The whole document; ``task``, ``section`` and ``category`` look units up by key."""
+
+    model_config = _FROZEN
+
     meta: DocumentMeta
     sections: list[Section]
     categories: list[Category]
     tasks: list[Task]
     source_sha256: str
 
+    _tasks: dict[int, Task] = PrivateAttr(default_factory=dict)
+    _sections: dict[str, Section] = PrivateAttr(default_factory=dict)
+    _categories: dict[int, Category] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._build_lookups()
+
+    def _build_lookups(self) -> None:
+        # the first of a repeated key wins, as the linear scans did
+        self._tasks, self._sections, self._categories = {}, {}, {}
+        for t in self.tasks:
+            self._tasks.setdefault(t.number, t)
+        for s in self.sections:
+            self._sections.setdefault(s.id, s)
+        for c in self.categories:
+            self._categories.setdefault(c.number, c)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Corpus:
+        copy = super().model_copy(update=update, deep=deep)
+        copy._build_lookups()  # the copied lookups would point at the replaced units
+        return copy
+
     def task(self, number: int) -> Task | None:
-        return next((t for t in self.tasks if t.number == number), None)
+        return self._tasks.get(number)
 
     def section(self, section_id: str) -> Section | None:
-        return next((s for s in self.sections if s.id == section_id), None)
+        return self._sections.get(section_id)
 
     def category(self, number: int) -> Category | None:
-        return next((c for c in self.categories if c.number == number), None)
+        return self._categories.get(number)

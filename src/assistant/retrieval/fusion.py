@@ -17,12 +17,18 @@ def top_positions(scores: np.ndarray, depth: int) -> np.ndarray:
 
 def reciprocal_rank(scores: Mapping[str, np.ndarray], weights: Mapping[str, float], k: int, depth: int,
                     tops: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
-    """Weighted RRF: sum of w / (k + rank) over the retrievers that rank a unit in their top ``depth``."""
+    """Weighted RRF: sum of w / (k + rank) over the retrievers that rank a unit in their top ``depth``.
+
+    A unit a retriever scores 0 or less (no query word in BM25, not among a follow-up's earlier
+    citations) is not in that retriever's list: ranking ties of nothing would be noise.
+    """
     size = next(iter(scores.values())).size
     fused = np.zeros(size, dtype=np.float64)
     for name, values in scores.items():
         top = tops[name] if tops is not None else top_positions(values, depth)
         for rank, position in enumerate(top, start=1):
+            if values[position] <= 0:
+                break
             fused[position] += weights.get(name, 1.0) / (k + rank)
     return fused
 
@@ -51,7 +57,7 @@ def fuse(scores: Mapping[str, np.ndarray], weights: Mapping[str, float],
     ranks: dict[int, dict[str, int]] = {}
     for name, values in scores.items():
         for rank, position in enumerate(tops[name], start=1):
-            if values[position] > 0 or name != "bm25":
+            if values[position] > 0:
                 ranks.setdefault(int(position), {})[name] = rank
     candidates = [p for p in top_positions(fused, fused.size) if fused[p] > 0]
     return [(int(p), float(fused[p])) for p in candidates], ranks

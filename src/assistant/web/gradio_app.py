@@ -18,6 +18,7 @@ from assistant.config import Settings
 from assistant.feedback import FeedbackStore, FeedbackUnavailable
 from assistant.ingest.corpus import load_corpus
 from assistant.ingest.models import Corpus, Task
+from assistant.state import ConversationUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,11 @@ _CSS = """
 .badge { display: inline-block; font-size: 0.8em; padding: 0 6px; border-radius: 6px; margin-left: 6px;
   background: var(--color-accent-soft); }
 .task-list { display: flex; flex-direction: column; gap: 8px; }
+.coverage { display: inline-block; font-size: 0.85em; padding: 1px 8px; border-radius: 10px; margin: 2px 0;
+  border: 1px solid var(--border-color-primary); }
+.coverage-full { background: #e6f4ea; color: #1e6b34; }
+.coverage-partial { background: #fff4e0; color: #8a5a00; }
+.coverage-none { background: #f1f1f1; color: #555; }
 """
 
 
@@ -70,6 +76,28 @@ def chat_safe(text: str) -> str:
 
 
 # --- HTML renderers (pure functions, unit-testable) -------------------------------------------
+COVERAGE_LABELS = {"full": ("方案已覆盖", "covered by the plan"), "partial": ("部分覆盖", "partly covered"),
+                   "none": ("未涉及", "not covered")}
+RESET_NOTICE = ("The earlier conversation had expired, so this question was answered on its own. "
+                "/ 之前的对话已过期，本问题按新对话回答。")
+BUSY_NOTICE = "The service is busy right now; please try again in a moment. / 服务繁忙，请稍后再试。"
+SORRY = "Sorry, the answer could not be produced. / 抱歉，暂时无法回答。"
+
+
+def coverage_badge(coverage: str | None) -> str:
+    """A small badge saying how far the plan covers the question (full, partial, none)."""
+    if coverage not in COVERAGE_LABELS:
+        return ""
+    zh, en = COVERAGE_LABELS[coverage]
+    return (f'<span class="coverage coverage-{coverage}" data-coverage="{coverage}" title="coverage: {coverage}">'
+            f"{zh} · {en}</span>")
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    """A 503 condition: a component still loading, or the conversation store unusable right now."""
+    return isinstance(exc, ConversationUnavailable | FeedbackUnavailable) or type(exc).__name__ == "ServiceUnavailable"
+
+
 def _field(item: Any, name: str, default: Any = None) -> Any:
     return item.get(name, default) if isinstance(item, dict) else getattr(item, name, default)
 
@@ -168,19 +196,25 @@ def build_ui(assistant: Any, engine: Any, feedback_store: FeedbackStore | None, 
                 answer = result or answer
                 transcript[-1] = {"role": "assistant", "content": chat_safe(markdown)}
                 yield {chatbot: transcript, history: transcript}
-        except Exception:  # the UI must keep working whatever the answer layer does
-            log.exception("answering %r failed", question)
-            transcript[-1] = {"role": "assistant",
-                              "content": "Sorry, the answer could not be produced. / 抱歉，暂时无法回答。"}
-            yield {chatbot: transcript, history: transcript, **unlocked}
+        except Exception as exc:  # the UI must keep working whatever the answer layer does
+            busy = _is_unavailable(exc)
+            if busy:
+                log.warning("answering %r: %s", question, exc)
+            else:
+                log.exception("answering %r failed", question)
+            transcript[-1] = {"role": "assistant", "content": BUSY_NOTICE if busy else SORRY}
+            yield {chatbot: transcript, history: transcript, notice: BUSY_NOTICE if busy else "", **unlocked}
             return
         citations = [_to_json(c) for c in (getattr(answer, "citations", None) or [])]
         lang = getattr(answer, "lang", None) or "en"
         last = {"question": question, "answer": getattr(answer, "answer", None) or transcript[-1]["content"],
                 "citations": citations, "rated": None}
-        yield {chatbot: transcript, history: transcript, cards: citation_cards(citations, lang), last_answer: last,
+        notes = [RESET_NOTICE] if getattr(answer, "conversation_reset", False) else []
+        notes += [_esc(getattr(answer, "notice", None) or "")]
+        yield {chatbot: transcript, history: transcript, last_answer: last,
+               cards: coverage_badge(getattr(answer, "coverage", None)) + citation_cards(citations, lang),
                conversation: getattr(answer, "conversation_id", None) or conversation_id,
-               notice: _esc(getattr(answer, "notice", None) or ""), **unlocked}
+               notice: "\n\n".join(n for n in notes if n), **unlocked}
 
     def rate(rating: str, reason: str, last: dict[str, Any] | None, conversation_id: str | None
              ) -> tuple[str, Any, dict[str, Any] | None]:

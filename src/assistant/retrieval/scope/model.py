@@ -17,15 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from assistant.retrieval.scope.features import SCOPE_FEATURES
+
 CALIBRATION_FILE = "scope.json"
 
-# The evidence the model weighs. Chosen by 5-fold cross-validation on the calibration pool
-# (dev split + eval/calibration.jsonl): dropping any one of these costs OOS recall; the other
-# computed features (raw BM25 scores, margins of the fusion, unknown-token counts) add nothing.
-SCOPE_FEATURES = ("coverage", "top_support", "e5_top", "e5_margin", "use_top", "use_margin", "fused_top",
-                  "top_in_all_top3", "top3_overlap", "consensus5", "detail_unmet", "detail_met_support",
-                  "other_place", "lang_en", "knn_use", "knn_e5", "knn_st", "knn_form_use")
 EXAMPLES_FILE = "scope_examples.npz"
+
+
 # Neighbours averaged per side in the kNN features. 5-fold CV on the calibration pool (578 questions):
 # OOS flagged at the same false-flag target k=3 0.876, k=5 0.898, k=10 0.909, k=15 0.910, k=30 0.903;
 # a wider neighbourhood reads the region of question space, not one look-alike.
@@ -86,60 +84,36 @@ class ScopeExamples:
                        in_scope=data["in_scope"].astype(bool))
 
 
-def evidence_features(scores: Mapping[str, np.ndarray], lang: str,
-                      fused: Sequence[tuple[int, float]] = ()) -> dict[str, float]:
-    """Scalar evidence from per-retriever unit scores (arrays over all units) and their fusion."""
-    features: dict[str, float] = {"lang_en": 1.0 if lang == "en" else 0.0}
-    tops: list[int] = []
-    orders = {name: np.argsort(-values) for name, values in scores.items() if values.size}
-    top3s = [set(order[:3].tolist()) for order in orders.values()]
-    if len(top3s) > 1:
-        pairs = [len(a & b) / len(a | b) for i, a in enumerate(top3s) for b in top3s[i + 1:]]
-        features["top3_overlap"] = float(np.mean(pairs))
-        # list questions ("all the visa measures") have no single winner but several units that
-        # retrievers agree on; an unanswerable question scatters them
-        top5s = [order[:5].tolist() for order in orders.values()]
-        votes = np.bincount([p for top in top5s for p in top], minlength=1)
-        features["consensus5"] = float((votes >= 2).sum())
-    if fused:
-        features["fused_top"] = fused[0][1]
-        features["fused_margin"] = fused[0][1] - (fused[1][1] if len(fused) > 1 else 0.0)
-        features["top_in_all_top3"] = float(all(fused[0][0] in top3 for top3 in top3s))
-    for name, values in sorted(scores.items()):
-        if values.size == 0:
-            continue
-        order = orders[name]
-        best = float(values[order[0]])
-        pack = values[order[1:6]] if values.size > 1 else values[order[:1]]
-        tops.append(int(order[0]))
-        if name == "bm25":
-            features["bm25_top"] = math.log1p(max(best, 0.0))
-            features["bm25_margin"] = math.log1p(max(best, 0.0)) - math.log1p(max(float(pack.mean()), 0.0))
-        else:
-            features[f"{name}_top"] = best
-            features[f"{name}_margin"] = best - float(pack.mean())
-    features["agree"] = 1.0 if tops and len(set(tops)) == 1 else 0.0
-    return features
-
-
 @dataclass
 class ScopeModel:
-    """A logistic model over :func:`evidence_features`; ``score`` is P(in scope)."""
+    """A logistic model over the registered features (:mod:`.features`); ``score`` is P(in scope)."""
 
     feature_names: list[str]
     coef: list[float]
     intercept: float
     mean: list[float]
     scale: list[float]
-    threshold: float
+    threshold: float  # below: "none", the plan does not address the question
     fitted_on: dict = field(default_factory=dict)
+    full_threshold: float | None = None  # at or above: "full"; between the two: "partial"
+    # P(the plan addresses the topic), trained with near-misses as positives: a question the scope
+    # model rejects but whose topic the plan covers is answered "partial", not "none"
+    topic_coef: list[float] | None = None
+    topic_intercept: float = 0.0
+    topic_threshold: float = 1.0
     examples: ScopeExamples | None = field(default=None, repr=False, compare=False)
 
-    def score(self, features: Mapping[str, float]) -> float:
+    def _z(self, features: Mapping[str, float]) -> np.ndarray:
         x = np.array([features.get(n, 0.0) for n in self.feature_names], dtype=np.float64)
-        z = (x - np.array(self.mean)) / np.array(self.scale)
-        logit = float(z @ np.array(self.coef) + self.intercept)
-        return 1.0 / (1.0 + math.exp(-max(min(logit, 50.0), -50.0)))
+        return (x - np.array(self.mean)) / np.array(self.scale)
+
+    def score(self, features: Mapping[str, float]) -> float:
+        return _sigmoid(float(self._z(features) @ np.array(self.coef) + self.intercept))
+
+    def topic_score(self, features: Mapping[str, float]) -> float:
+        if self.topic_coef is None:
+            return 0.0
+        return _sigmoid(float(self._z(features) @ np.array(self.topic_coef) + self.topic_intercept))
 
     def in_scope(self, features: Mapping[str, float]) -> tuple[bool, float]:
         probability = self.score(features)
@@ -161,17 +135,33 @@ class ScopeModel:
         return model
 
 
-def fit_scope_model(rows: Sequence[Mapping[str, float]], labels: Sequence[bool],
-                    max_false_flag: float = 0.05, examples: ScopeExamples | None = None) -> ScopeModel:
-    """Fit on dev questions (label True = in scope) and pick the decision threshold.
+def _sigmoid(logit: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(min(logit, 50.0), -50.0)))
 
-    The threshold is the highest one that still keeps flagged in-scope questions at or
-    below ``max_false_flag``: it flags as many out-of-scope questions as that allows.
+
+def _lowest_keeping(probabilities: np.ndarray, max_share: float) -> float:
+    """The highest threshold that leaves at most ``max_share`` of ``probabilities`` below it."""
+    ordered = np.sort(probabilities)
+    allowed = math.floor(max_share * len(ordered))
+    return float(ordered[allowed]) if allowed < len(ordered) else 0.5
+
+
+def fit_scope_model(rows: Sequence[Mapping[str, float]], labels: Sequence[bool],
+                    max_false_flag: float = 0.05, examples: ScopeExamples | None = None,
+                    max_oos_full: float = 0.03, topic_labels: Sequence[bool] | None = None,
+                    max_topic_miss: float = 0.01) -> ScopeModel:
+    """Fit on dev questions (label True = in scope) and pick the two decision thresholds.
+
+    ``threshold`` is the highest one that still keeps in-scope questions below it ("none") at or
+    under ``max_false_flag``. ``full_threshold`` is the lowest one that lets at most ``max_oos_full``
+    of out-of-scope questions reach "full"; questions between the two are answered "partial".
+    With ``topic_labels`` (in scope or near-miss), a second model says whether the plan addresses
+    the topic at all; its threshold lets at most ``max_topic_miss`` of in-scope questions fall to "none".
     """
     from sklearn.linear_model import LogisticRegression
 
     present = {k for row in rows for k in row}
-    names = [n for n in SCOPE_FEATURES if n in present]
+    names = [n for n in SCOPE_FEATURES if n in present]  # the registry's order
     x = np.array([[row.get(n, 0.0) for n in names] for row in rows], dtype=np.float64)
     y = np.array(labels, dtype=int)
     if len(set(y.tolist())) < 2:
@@ -186,10 +176,24 @@ def fit_scope_model(rows: Sequence[Mapping[str, float]], labels: Sequence[bool],
     # flag everything strictly below the (allowed+1)-th lowest in-scope probability
     threshold = float(in_scope_probs[allowed]) if allowed < len(in_scope_probs) else 0.5
     flagged = probabilities < threshold
+    oos_probs = np.sort(probabilities[y == 0])[::-1]
+    allowed_full = math.floor(max_oos_full * len(oos_probs))
+    full_threshold = float(oos_probs[allowed_full]) + 1e-9 if allowed_full < len(oos_probs) else threshold
+    full_threshold = max(full_threshold, threshold)
+    topic: dict = {}
+    if topic_labels is not None and len(set(topic_labels)) == 2:
+        topic_model = LogisticRegression(C=0.5, class_weight="balanced", max_iter=1000)
+        topic_model.fit((x - mean) / scale, np.array(topic_labels, dtype=int))
+        topic_probs = topic_model.predict_proba((x - mean) / scale)[:, 1]
+        topic = {"topic_coef": topic_model.coef_[0].tolist(), "topic_intercept": float(topic_model.intercept_[0]),
+                 "topic_threshold": _lowest_keeping(topic_probs[y == 1], max_topic_miss)}
     return ScopeModel(
+        full_threshold=full_threshold, **topic,
         feature_names=names, coef=model.coef_[0].tolist(), intercept=float(model.intercept_[0]),
         mean=mean.tolist(), scale=scale.tolist(), threshold=threshold, examples=examples,
         fitted_on={"questions": len(y), "out_of_scope": int((y == 0).sum()),
                    "dev_oos_recall": float(flagged[y == 0].mean()) if (y == 0).any() else None,
-                   "dev_false_flag_rate": float(flagged[y == 1].mean())},
+                   "dev_false_flag_rate": float(flagged[y == 1].mean()),
+                   "dev_in_scope_full": float((probabilities[y == 1] >= full_threshold).mean()),
+                   "dev_oos_full": float((probabilities[y == 0] >= full_threshold).mean())},
     )

@@ -1,0 +1,97 @@
+"""Stage 1, query analysis: normalisation, language, task references, focus, asked detail, places.
+
+Everything later stages need to know about the question itself is computed once here and
+passed on as one frozen :class:`QueryAnalysis`.
+
+*Focus*: an enterprise often describes itself before it asks ("We're a Dutch studio making
+mobile games, ten people, based in Rotterdam — could we run our overseas publishing from
+Xiamen?"). The asking clause is the last clause that asks (by the question cues of
+``ingest/annotations/vocabulary/question_cues.json``); retrieval weighs it above the context
+clauses by scoring the whole question and the asking clause and averaging the two.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+from assistant.ingest.vocabulary import QuestionCues
+from assistant.retrieval.lookup import Lookup, find_task_references
+from assistant.retrieval.scope.answer_types import AnswerTypeCheck
+from assistant.retrieval.scope.places import PlaceCheck
+from assistant.text import detect_language
+
+_CLAUSE_END = re.compile(r"(?<=[，,；;。!?！？—:：])|(?<=\.)\s+|\s+-\s+")
+# Shorter questions have no context to set aside.
+FOCUS_MIN_CHARS = {"zh": 24, "en": 70}
+
+
+@dataclass(frozen=True)
+class QueryAnalysis:
+    """What the question is, before any retrieval."""
+
+    raw: str
+    text: str  # normalised and cut to the retrieval limit
+    lang: str
+    lookup: Lookup
+    focus: str | None = None  # the asking clause of a long question
+    asked: frozenset[str] = field(default_factory=frozenset)  # detail types asked for (fee, date, …)
+    places: frozenset[str] = field(default_factory=frozenset)  # places the plan never names
+    wants_list: bool = False  # "哪些…", "all the visa measures": an answer may cite more units
+
+    @property
+    def retrieval_texts(self) -> list[str]:
+        """The texts the retrievers score (the question, then its asking clause)."""
+        return [self.text] if not self.focus else [self.text, self.focus]
+
+
+def normalise_query(query: str) -> str:
+    """NFKC (full-width digits and letters to ASCII) and collapsed whitespace."""
+    return " ".join(unicodedata.normalize("NFKC", query).split())
+
+
+class QueryAnalyzer:
+    """Analyses questions against one corpus's vocabulary (immutable; safe to share across threads)."""
+
+    def __init__(self, max_chars: int, max_task: int, cues: QuestionCues, answer_types: AnswerTypeCheck,
+                 places: PlaceCheck) -> None:
+        self.max_chars = max_chars
+        self.max_task = max_task
+        self.answer_types = answer_types
+        self.places = places
+        self._zh_cue = re.compile("|".join(re.escape(c) for c in cues.zh))
+        self._en_cue = re.compile(r"\b(?:" + "|".join(re.escape(c) for c in cues.en) + r")\b", re.IGNORECASE)
+        self._list = {"zh": re.compile(cues.list_zh), "en": re.compile(cues.list_en, re.IGNORECASE)}
+
+    def analyse(self, query: str, use_lookup: bool = True) -> QueryAnalysis:
+        text = normalise_query(query)[: self.max_chars]
+        lang = detect_language(text)
+        lookup = find_task_references(text, self.max_task) if use_lookup and text else Lookup()
+        return QueryAnalysis(raw=query, text=text, lang=lang, lookup=lookup, focus=self.focus(text, lang),
+                             asked=frozenset(self.answer_types.expected(text)),
+                             places=frozenset(self.places.unknown(text)),
+                             wants_list=bool(self._list["zh" if lang == "zh" else "en"].search(text)))
+
+    def asks(self, clause: str, lang: str) -> bool:
+        if clause.rstrip().endswith(("?", "？")):
+            return True
+        cue = self._zh_cue if lang == "zh" else self._en_cue
+        return bool(cue.search(clause))
+
+    def focus(self, text: str, lang: str) -> str | None:
+        """The last asking clause of a long question, or None when the question is one clause."""
+        if len(text) < FOCUS_MIN_CHARS["zh" if lang == "zh" else "en"]:
+            return None
+        clauses = [c.strip() for c in _CLAUSE_END.split(text) if c and c.strip(" ，,；;。.!?！？—:：-")]
+        if len(clauses) < 2:
+            return None
+        asking = [c for c in clauses if self.asks(c, lang)]
+        if not asking:
+            return None
+        focus = asking[-1]
+        # a bare "can we?" or "可以吗？" carries no topic: take the clause before it too
+        if len(focus) < (8 if lang == "zh" else 20):
+            position = clauses.index(focus)
+            focus = " ".join(clauses[max(position - 1, 0): position + 1])
+        return focus if focus != text else None

@@ -1,0 +1,168 @@
+"""Stage 2, candidate retrieval: every retriever scores every unit.
+
+Retrievers are llama-index ``BaseRetriever``s (``retrieve`` gives their top nodes); the pipeline
+reads their full score arrays through ``unit_scores`` because fusion and the answerability
+features need every unit's score, not a top-k list (125 units: scoring all is cheaper than
+building node lists). Dense retrievers of one embedder (``use`` over the plan's text, ``use_k`` over
+the task knowledge) share one :class:`QueryEncoder`, so a question is encoded once per model.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from llama_index.core import QueryBundle
+from llama_index.core.retrievers import BaseRetriever
+from llama_index.core.schema import NodeWithScore
+
+from assistant.index.embedders import OfflineEmbedding
+from assistant.index.sparse import SparseIndex
+from assistant.index.store import KNOWLEDGE_SUFFIX, LoadedIndex
+
+
+class QueryEncoder:
+    """One embedder's query side: a lock (the C and BLAS engines are not re-entrant) and an LRU
+    cache of query vectors. It outlives index swaps, since query vectors do not depend on them."""
+
+    def __init__(self, embedder: OfflineEmbedding, max_chars: int, cache_size: int = 4096) -> None:
+        self.embedder = embedder
+        self._lock = threading.Lock()
+        self._max_chars = max_chars
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+
+    def _cached(self, text: str) -> np.ndarray | None:
+        vector = self._cache.get(text)
+        if vector is not None:
+            self._cache.move_to_end(text)
+        return vector
+
+    def encode_many(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Vectors of ``texts``; the uncached ones are encoded in one batch (one pass over the weights)."""
+        with self._lock:
+            missing = [t for t in dict.fromkeys(texts) if self._cached(t) is None]
+            if missing:
+                vectors = self.embedder.encode_queries([t[: self._max_chars] for t in missing])
+                for text, row in zip(missing, vectors, strict=True):
+                    self._cache[text] = row
+                    self._cache.move_to_end(text)
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+            return [self._cache[t] for t in texts]
+
+    def encode(self, query: str) -> np.ndarray:
+        return self.encode_many([query])[0]
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+
+def _top_nodes(index: LoadedIndex, scores: np.ndarray, k: int) -> list[NodeWithScore]:
+    order = np.argsort(-scores)[:k]
+    return [NodeWithScore(node=index.nodes[i], score=float(scores[i])) for i in order]
+
+
+class DenseRetriever(BaseRetriever):
+    """Cosine similarity per unit (best of its views) in one embedder's FAISS index."""
+
+    def __init__(self, name: str, index: LoadedIndex, encoder: QueryEncoder) -> None:
+        super().__init__()
+        self.name = name
+        self._dense = index.dense[name]
+        self._index = index
+        self.encoder = encoder
+
+    def unit_scores(self, texts: Sequence[str]) -> np.ndarray:
+        """Mean over ``texts`` (the question and its asking clause) of each unit's best view score."""
+        vectors = self.encoder.encode_many(texts)
+        rows = [self._dense.unit_scores(v, self._index.unit_index) for v in vectors]
+        return rows[0] if len(rows) == 1 else np.mean(rows, axis=0)
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return _top_nodes(self._index, self.unit_scores([query_bundle.query_str]), 10)
+
+
+class SparseRetriever(BaseRetriever):
+    """BM25 over the units' text (``bm25``) or their reviewed knowledge (``bm25_k``)."""
+
+    def __init__(self, name: str, index: LoadedIndex, sparse: SparseIndex) -> None:
+        super().__init__()
+        self.name = name
+        self._index = index
+        self.sparse = sparse
+        order = {uid: i for i, uid in enumerate(sparse.unit_ids)}
+        self._to_units = np.array([order[n.node_id] for n in index.nodes])
+
+    def unit_scores(self, texts: Sequence[str]) -> np.ndarray:
+        rows = [self.sparse.scores(t)[self._to_units] for t in texts]
+        return rows[0] if len(rows) == 1 else np.mean(rows, axis=0)
+
+    def coverage(self, query: str, unit_position: int) -> tuple[float, float]:
+        return self.sparse.coverage(query, int(self._to_units[unit_position]))
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return _top_nodes(self._index, self.unit_scores([query_bundle.query_str]), 10)
+
+
+Retriever = DenseRetriever | SparseRetriever
+
+
+@dataclass(frozen=True)
+class CandidateScores:
+    """Stage output: every unit's score per retriever, and what each retriever cost."""
+
+    scores: dict[str, np.ndarray]
+    timings_ms: dict[str, float]
+
+
+def _timed(retriever: Retriever, texts: Sequence[str]) -> tuple[np.ndarray, float]:
+    started = time.perf_counter()
+    scores = retriever.unit_scores(texts)
+    return scores, (time.perf_counter() - started) * 1000
+
+
+def score_candidates(retrievers: dict[str, Retriever], names: Sequence[str], texts: Sequence[str],
+                     pool: ThreadPoolExecutor | None, extra: dict[str, Sequence[str]] | None = None
+                     ) -> CandidateScores:
+    """Run the retrievers ``names`` on ``texts``.
+
+    With a pool, the first retriever of each embedder runs in its own thread (both engines release
+    the GIL, so on two cores e5 and USE encode side by side); ``extra`` texts for an embedder (the
+    scope model's question form) are encoded in the same batch, so they cost no second pass.
+    """
+    unknown = [n for n in names if n not in retrievers]
+    if unknown:
+        raise ValueError(f"unknown retrievers {unknown}; available: {list(retrievers)}")
+    extra = extra or {}
+    pending: dict[str, Future] = {}
+    dense = [n for n in names if isinstance(retrievers[n], DenseRetriever)]
+    encoders = {}
+    for name in dense:
+        encoders.setdefault(id(retrievers[name].encoder), (name, retrievers[name].encoder))
+    timings: dict[str, float] = {}
+
+    def encode(name: str, encoder: QueryEncoder) -> None:
+        started = time.perf_counter()
+        encoder.encode_many([*texts, *extra.get(name.removesuffix(KNOWLEDGE_SUFFIX), ())])
+        timings[f"encode_{name}"] = (time.perf_counter() - started) * 1000
+
+    if pool is not None and len(encoders) > 1:
+        pending = {name: pool.submit(encode, name, encoder) for name, encoder in encoders.values()}
+    else:
+        for name, encoder in encoders.values():
+            encode(name, encoder)
+    for future in pending.values():
+        future.result()  # vectors now cached: every dense retriever below only searches FAISS
+    results = {n: _timed(retrievers[n], texts) for n in names}
+    timings.update({n: r[1] for n, r in results.items()})
+    return CandidateScores({n: r[0] for n, r in results.items()}, timings)

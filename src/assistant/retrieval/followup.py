@@ -1,0 +1,235 @@
+"""Stage 0, follow-ups: resolve a question against the conversation's stored turns.
+
+Works on turn state kept as data (each earlier turn's question, resolved query, cited unit ids,
+coverage and language), never on rendered answers. Mechanisms, from exact to soft:
+
+- **ordinal references** ("第二条详细说说", "tell me more about the second one") pin the n-th unit
+  cited in the previous turn, exactly, like a lookup;
+- **substitution**: a bare noun phrase ("那医院呢？", "what about hospitals?") replaces the object of
+  the previous resolved query ("外资能办养老院吗？" -> "外资能办医院吗？");
+- **attachment**: a pronoun or an attribute question ("这个谁负责？", "can their families come too?")
+  is attached to the previous topic;
+- **context fusion**: every dependent turn (and a narrowing one: "which of those are about
+  leasing?") also hands the pipeline the previous turn's cited units, which fusion weighs as one
+  more ranked list, so the answer stays with what was being discussed without string rewriting alone.
+
+A self-contained question (a topic switch) is returned unchanged and drags no old context in.
+The cue words are data: ``ingest/annotations/vocabulary/followup.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from assistant.text import chinese_to_int, detect_language, jieba_module
+
+FollowupKind = Literal["none", "ordinal", "dependent", "narrowing"]
+
+
+class PriorTurn(Protocol):
+    """What the stage reads of an earlier turn (``assistant.state.TurnRecord`` has these fields)."""
+
+    question: str
+    resolved_query: str
+    cited_units: list[str]
+    lang: str
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Stage output: the query to retrieve with and the context to fuse in."""
+
+    kind: FollowupKind
+    query: str
+    pinned_units: tuple[str, ...] = ()  # ordinal references: exactly these units, first
+    context_units: tuple[str, ...] = ()  # the previous turn's citations, weighed in fusion
+    context_query: str | None = None
+
+    @property
+    def rewritten(self) -> bool:
+        return self.kind != "none"
+
+
+@dataclass(frozen=True)
+class _Cues:
+    patterns: dict[str, re.Pattern[str]]
+    en_ordinals: dict[str, int]
+    en_stop_object: frozenset[str]
+    zh_verbs: frozenset[str]
+    en_ordinal: re.Pattern[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        words = "|".join(self.en_ordinals)
+        object.__setattr__(self, "en_ordinal", re.compile(
+            rf"\b(?:the\s+)({words})\b(?:\s+(?:one|task|item|measure|result|point|citation|entry))?"
+            rf"|\b({words})\s+(?:one|task|item|measure|result|point|citation|entry)\b", re.IGNORECASE))
+
+
+def load_cues(path: Path, city_names: Iterable[str] = ()) -> _Cues:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    regex_keys = [k for k, v in data.items() if isinstance(v, str) and k != "description"]
+    patterns = {k: re.compile(data[k], re.IGNORECASE) for k in regex_keys}
+    cities = [re.escape(c) for c in city_names if c.isascii()]
+    if cities:  # "… in Xiamen?" is the city every question is about: not part of the object
+        patterns["en_trailing_place"] = re.compile(
+            rf"(?:\s+in\s+(?:{'|'.join(cities)})\b)?{data['en_trailing_place']}|\s+in\s+(?:{'|'.join(cities)})\s*$",
+            re.IGNORECASE)
+    return _Cues(patterns, dict(data["en_ordinals"]), frozenset(data["en_stop_object"]), frozenset(data["zh_verbs"]))
+
+
+class FollowupResolver:
+    """Resolves follow-ups with one vocabulary (immutable, thread-safe)."""
+
+    def __init__(self, cues: _Cues) -> None:
+        self.cues = cues
+        self.p = cues.patterns
+
+    # --- cues ---------------------------------------------------------------------------
+    def _ordinal(self, question: str, lang: str, available: int) -> int | None:
+        """1-based position the question refers to ("第二条", "the second one"), -1 for the last one."""
+        if lang == "zh":
+            match = self.p["zh_ordinal"].search(question)
+            if not match:
+                return None
+            if match.group(3):
+                return -1
+            token, unit = match.group(1), match.group(2)
+            value = int(token) if token.isdigit() else chinese_to_int(token)
+            if unit == "项" and token.isdigit():  # "第2项" names task 2; only "第二项" may be an ordinal
+                return None
+            return value if 1 <= value <= available else None
+        match = self.cues.en_ordinal.search(question)
+        if not match:
+            return None
+        value = self.cues.en_ordinals[(match.group(1) or match.group(2)).lower()]
+        return value if value == -1 or 1 <= value <= available else None
+
+    def _strip(self, question: str, lang: str) -> str:
+        """The fragment without lead-in ("那", "what about") and final particles or punctuation."""
+        text = question.strip()
+        text = self.p[f"{lang}_leadin"].sub("", text)
+        return self.p[f"{lang}_tail"].sub("", text).strip("，, ")
+
+    def _core(self, question: str, lang: str) -> str:
+        """A previous question without its final particle and punctuation (its topic)."""
+        return self.p[f"{lang}_tail"].sub("", question.strip())
+
+    def _only_attribute(self, text: str, lang: str) -> bool:
+        """Asks about an attribute and names no topic ("有什么条件", "what are the conditions?")."""
+        attribute = self.p[f"{lang}_attribute"]
+        rest = self.p[f"{lang}_generic"].sub(" " if lang == "en" else "", attribute.sub(" ", text)).strip()
+        return bool(attribute.search(text)) and not rest
+
+    def _is_elliptical(self, question: str, lang: str) -> bool:
+        text = question.strip()
+        if lang == "zh":
+            short = len(re.sub(r"\s", "", text)) <= 12
+            cues = bool(self.p["zh_leadin"].match(text) or re.search(r"呢\s*[？?]?\s*$", text)
+                        or self.p["zh_pronoun"].search(text))
+        else:
+            short = len(text.split()) <= 8
+            cues = bool(self.p["en_leadin"].match(text) or self.p["en_pronoun"].search(text))
+        return short and (cues or self._only_attribute(text, lang))
+
+    def _is_narrowing(self, question: str, lang: str) -> bool:
+        return bool(self.p[f"{lang}_narrowing"].search(question))
+
+    def _is_noun_phrase(self, fragment: str, lang: str) -> bool:
+        if not fragment:
+            return False
+        if self.p[f"{lang}_question_word"].search(fragment) or self.p[f"{lang}_pronoun"].search(fragment):
+            return False
+        if lang == "zh":
+            return len(fragment) <= 10 and not re.search(r"能|可以|可|会|需要|应该|申请|办理|有", fragment)
+        return len(fragment.split()) <= 5
+
+    # --- rewriting ----------------------------------------------------------------------
+    def _zh_object_span(self, question: str) -> tuple[int, int] | None:
+        """Span of the trailing object of a Chinese question ("外资能办**养老院**"): back from the end
+        over tokens until a verb, modal, preposition or particle."""
+        jieba_module()
+        import jieba.posseg as pseg
+
+        pairs, position = [], 0
+        for pair in pseg.lcut(question):
+            start = question.find(pair.word, position)
+            position = start + len(pair.word)
+            pairs.append((start, position, pair.word, pair.flag))
+        start = end = None
+        for token_start, token_end, word, flag in reversed(pairs):
+            stop = (word in self.cues.zh_verbs or (flag.startswith("v") and word[0] in "能可会要想")
+                    or flag[0] in "prydcuxw" or not word.strip())
+            if stop:
+                if start is not None:
+                    break
+                continue
+            start = token_start
+            end = end or token_end
+        return (start, end) if start is not None else None
+
+    def _en_object_span(self, question: str) -> tuple[int, int] | None:
+        """Span of the trailing noun phrase of an English question ("… run **elderly care homes**?")."""
+        core = self.p["en_tail"].sub("", question)
+        place = self.p["en_trailing_place"].search(core)
+        end = place.start() if place else len(core)
+        start = None
+        for word in reversed(list(re.finditer(r"[\w\-']+", core[:end]))):
+            if word.group().lower() in self.cues.en_stop_object:
+                break
+            start = word.start()
+        return (start, end) if start is not None else None
+
+    def _substitute(self, previous: str, phrase: str, lang: str) -> str | None:
+        span = self._zh_object_span(self._core(previous, lang)) if lang == "zh" else self._en_object_span(previous)
+        if span is None:
+            return None
+        return previous[: span[0]] + phrase + previous[span[1]:]
+
+    def _attach(self, previous: str, fragment: str, lang: str) -> str:
+        """The previous topic with the follow-up's own ask (pronouns dropped)."""
+        topic = self._core(previous, lang)
+        ask = self.p[f"{lang}_pronoun"].sub("", fragment)
+        if lang == "zh":
+            ask = ask.strip("，, ")
+            return f"{topic}，{ask}？" if ask else f"{topic}？"
+        ask = re.sub(r"\s+", " ", ask).strip(" ,")
+        ask = re.sub(r"\b(?:in|for|about|of|on)\s*$", "", ask).strip()
+        return f"{ask[:1].upper()}{ask[1:]} — {topic}?" if ask else f"{topic}?"
+
+    def _rewrite(self, question: str, lang: str, previous: str) -> str:
+        previous_lang = detect_language(previous)
+        fragment = self._strip(question, lang)
+        attribute = self.p[f"{lang}_attribute"].search(fragment)
+        if self._is_noun_phrase(fragment, lang) and not attribute and previous_lang == lang:
+            substituted = self._substitute(previous, fragment, lang)
+            if substituted:
+                return substituted
+        if previous_lang != lang:  # a switch of language: keep the new words, add the old topic
+            return f"{fragment} {self._core(previous, previous_lang)}".strip()
+        return self._attach(previous, fragment, lang)
+
+    # --- the stage ----------------------------------------------------------------------
+    def resolve(self, question: str, turns: Sequence[PriorTurn]) -> Resolution:
+        """The query for ``question`` given the conversation's earlier turns (oldest first)."""
+        if not turns:
+            return Resolution("none", question)
+        last = turns[-1]
+        lang = detect_language(question)
+        cited = tuple(last.cited_units)
+        if cited:
+            position = self._ordinal(question, lang, len(cited))
+            if position is not None:
+                unit = cited[-1] if position == -1 else cited[position - 1]
+                return Resolution("ordinal", question, pinned_units=(unit,))
+        previous = last.resolved_query or last.question
+        if cited and self._is_narrowing(question, lang):
+            return Resolution("narrowing", question, context_units=cited, context_query=previous)
+        if not self._is_elliptical(question, lang):
+            return Resolution("none", question)
+        return Resolution("dependent", self._rewrite(question, lang, previous), context_units=cited,
+                          context_query=previous)

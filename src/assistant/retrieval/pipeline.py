@@ -1,0 +1,241 @@
+"""The one query pipeline: analysis → candidates → fusion → rerank/support → answerability.
+
+``run`` is what ``/api/search``, ``/api/ask``, the CLI, the eval harness and the scope calibration
+all call, so what is measured is what users get. Each stage is a module with a typed output:
+
+=================  ==========================  ============================
+stage              module                      output
+=================  ==========================  ============================
+query analysis     ``analysis.py``             ``QueryAnalysis``
+candidates         ``candidates.py``           ``CandidateScores``
+fusion             ``fusion.py``               ``(position, score)`` ranking
+rerank, support    ``rerank.py``               ``RerankResult``
+answerability      ``scope/``                  ``Decision``
+=================  ==========================  ============================
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from assistant.config import Settings
+from assistant.index.store import KNOWLEDGE_SUFFIX, LoadedIndex
+from assistant.retrieval.analysis import QueryAnalysis, QueryAnalyzer
+from assistant.retrieval.candidates import QueryEncoder, Retriever, score_candidates
+from assistant.retrieval.followup import FollowupResolver, PriorTurn, Resolution
+from assistant.retrieval.fusion import fuse
+from assistant.retrieval.rerank import ClauseRelevance, RerankResult, rerank, sentences
+from assistant.retrieval.scope.answer_types import AnswerTypeCheck
+from assistant.retrieval.scope.decision import Decision, decide, lookup_decision
+from assistant.retrieval.scope.features import EvidenceInput, compute_features
+from assistant.retrieval.scope.model import ScopeModel
+from assistant.retrieval.structure import StructureReader
+from assistant.retrieval.types import Hit, SearchResult
+
+# The embedder of question forms for the scope model's neighbour features: USE, the cheap one.
+FORM_EMBEDDER = "use"
+# Units that hold no measures: they answer metadata questions, never a topical one.
+NOT_CITED_FOR_TOPICS = ("section:notice", "section:distribution")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one published index needs to answer, swapped in as a single reference."""
+
+    index: LoadedIndex
+    retrievers: dict[str, Retriever]
+    scope: ScopeModel | None
+    analyzer: QueryAnalyzer
+    relevance: ClauseRelevance
+    answer_types: AnswerTypeCheck
+    encoders: dict[str, QueryEncoder]
+    followup: FollowupResolver
+    structure: StructureReader
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    top_k: int = 10
+    retrievers: Sequence[str] | None = None
+    use_lookup: bool = True
+    rerank: bool = True
+
+
+def _unit_text(index: LoadedIndex, position: int, lang: str) -> str:
+    node = index.nodes[position]
+    return node.metadata.get("text_en") or node.text if lang == "en" else node.text
+
+
+def _both_texts(index: LoadedIndex, position: int) -> list[str]:
+    node = index.nodes[position]
+    return [node.text, node.metadata.get("text_en") or ""]
+
+
+def scope_vectors(snapshot: Snapshot, analysis: QueryAnalysis) -> dict[str, np.ndarray]:
+    """The vectors the neighbour features compare: the question's per embedder, and its question form's."""
+    vectors = {name: encoder.encode(analysis.text) for name, encoder in snapshot.encoders.items()}
+    sparse = snapshot.index.sparse
+    if sparse is not None and FORM_EMBEDDER in snapshot.encoders:
+        vectors[f"form_{FORM_EMBEDDER}"] = snapshot.encoders[FORM_EMBEDDER].encode(sparse.question_form(analysis.text)
+                                                                                   or "?")
+    return vectors
+
+
+def _lexical(snapshot: Snapshot, text: str, top: int) -> dict[str, tuple[float, float]]:
+    lexical = {}
+    for suffix in ("", KNOWLEDGE_SUFFIX):
+        retriever = snapshot.retrievers.get(f"bm25{suffix}")
+        if retriever is not None:
+            lexical[suffix] = retriever.coverage(text, top)
+    return lexical
+
+
+def evidence(snapshot: Snapshot, analysis: QueryAnalysis, scores: dict[str, np.ndarray],
+             fused: list[tuple[int, float]], order: list[tuple[int, float]],
+             neighbours: dict[str, float] | None = None) -> dict[str, float]:
+    """The answerability features of one search (calibration computes them the same way)."""
+    index = snapshot.index
+    top_texts = [t for position, _ in order[:3] for t in _both_texts(index, position)]
+    check = snapshot.answer_types
+    if neighbours is None:
+        examples = snapshot.scope.examples if snapshot.scope is not None else None
+        neighbours = examples.features(scope_vectors(snapshot, analysis)) if examples is not None else {}
+    return compute_features(EvidenceInput(
+        lang=analysis.lang, scores=scores, fused=fused, asked=analysis.asked,
+        unmet_top3=frozenset(check.unmet(analysis.text, top_texts, set(analysis.asked))),
+        unmet_top2=frozenset(check.unmet(analysis.text, top_texts[:2], set(analysis.asked))),
+        places=analysis.places, lexical=_lexical(snapshot, analysis.text, order[0][0]) if order else {},
+        neighbours=neighbours))
+
+
+def _reranked(snapshot: Snapshot, analysis: QueryAnalysis, fused: list[tuple[int, float]],
+              options: RunOptions) -> RerankResult:
+    index = snapshot.index
+    blocked = {index.unit_index[u] for u in NOT_CITED_FOR_TOPICS if u in index.unit_index}
+    result = rerank(snapshot.relevance, analysis.text, fused, lambda p: _unit_text(index, p, analysis.lang),
+                    lambda p: p not in blocked, analysis.wants_list, reorder=options.rerank)
+    # units that may not be cited keep their rank (a metadata question still finds the notice)
+    if options.rerank and blocked:
+        head = fused[: len(result.order)]
+        slots = [i for i, (p, _) in enumerate(head) if p not in blocked]
+        movable = [ps for ps in result.order if ps[0] not in blocked]
+        order = list(head)
+        for slot, item in zip(slots, movable, strict=False):
+            order[slot] = item
+        result = replace(result, order=order)
+    return result
+
+
+def _hit(index: LoadedIndex, position: int, score: float, ranks: dict[str, int], **extra) -> Hit:
+    node = index.nodes[position]
+    meta = node.metadata
+    return Hit(unit_id=node.node_id, task=meta.get("task"), section=meta["section"], text=node.text,
+               text_en=meta.get("text_en"), score=float(score), retrievers=dict(ranks), kind=meta["kind"],
+               category_no=meta.get("category_no"), section_id=meta.get("section_id"),
+               linked_tasks=list(meta.get("tasks") or []), **extra)
+
+
+def _hits(snapshot: Snapshot, pinned: list[str], fused: list[tuple[int, float]], ranks: dict,
+          reranked: RerankResult, top_k: int) -> list[Hit]:
+    """The ranking as hits; ``pinned`` units (named by number, or by position in a follow-up) first."""
+    index = snapshot.index
+    fused_rank = {p: r for r, (p, _) in enumerate(fused, start=1)}
+    support = set(reranked.support)
+    hits = [_hit(index, p, s, ranks.get(p, {}), fused_rank=fused_rank.get(p), alignment=reranked.alignment.get(p),
+                 support=p in support and not pinned)
+            for p, s in reranked.order[: top_k + len(pinned)]]
+    if pinned:
+        wanted = [u for u in pinned if u in index.unit_index]
+        top = max((h.score for h in hits), default=1.0)
+        first = [_hit(index, index.unit_index[uid], top + len(wanted) - i, {}, lookup=True, support=True)
+                 for i, uid in enumerate(wanted)]
+        hits = first + [h for h in hits if h.unit_id not in wanted]
+    return hits[:top_k]
+
+
+CONTEXT_CHANNEL = "context"  # the previous turn's citations, as one more ranked list in fusion
+
+
+def _context_scores(index: LoadedIndex, resolution: Resolution) -> np.ndarray | None:
+    units = [u for u in resolution.context_units if u in index.unit_index]
+    if not units:
+        return None
+    scores = np.zeros(len(index.nodes), dtype=np.float32)
+    for rank, unit in enumerate(units):
+        scores[index.unit_index[unit]] = 1.0 - rank / (len(units) + 1)
+    return scores
+
+
+def run(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecutor | None, query: str,
+        options: RunOptions, context: Sequence[PriorTurn] = ()) -> SearchResult:
+    """Ranked tasks and passages for ``query``, best first, with the answerability decision."""
+    started = time.perf_counter()
+    resolution = snapshot.followup.resolve(query, context) if context else Resolution("none", query)
+    analysis = snapshot.analyzer.analyse(resolution.query, options.use_lookup)
+    timings: dict[str, float] = {"analysis": (time.perf_counter() - started) * 1000}
+    resolved = resolution.query if resolution.query != query else None
+    names = list(options.retrievers) if options.retrievers is not None else list(snapshot.retrievers)
+    if not analysis.text:
+        return SearchResult(query, analysis, Decision("none", 0.0, reason="empty question"), [], timings)
+    pinned = [f"task:{n}" for n in analysis.lookup.valid] + list(resolution.pinned_units)
+    extra = {}
+    if snapshot.scope is not None and snapshot.scope.examples is not None and snapshot.index.sparse is not None:
+        extra[FORM_EMBEDDER] = [snapshot.index.sparse.question_form(analysis.text) or "?"]
+    candidates = score_candidates(snapshot.retrievers, names, analysis.retrieval_texts, pool, extra)
+    timings.update(candidates.timings_ms)
+    stage = time.perf_counter()
+    channels = dict(candidates.scores)
+    weights = {name: settings.fusion_weights.get(name, 1.0) for name in channels}
+    context_scores = _context_scores(snapshot.index, resolution)
+    if context_scores is not None:
+        channels[CONTEXT_CHANNEL] = context_scores
+        weights[CONTEXT_CHANNEL] = settings.followup_context_weight * len(candidates.scores)
+    fused, ranks = fuse(channels, weights, method=settings.fusion, k=settings.rrf_k,
+                        depth=settings.candidates_per_retriever)
+    timings["fusion"] = (time.perf_counter() - stage) * 1000
+    stage = time.perf_counter()
+    reranked = _reranked(snapshot, analysis, fused, options)
+    timings["rerank"] = (time.perf_counter() - stage) * 1000
+    stage = time.perf_counter()
+    structure = None
+    if not pinned:
+        ranked = (snapshot.index.nodes[p].metadata.get("task") for p, _ in reranked.order[:20])
+        structure = snapshot.structure.read(analysis.text, analysis.lang, analysis.wants_list,
+                                            [n for n in ranked if n][:5])
+        pinned = list(structure.units) if structure is not None else []
+    hits = _hits(snapshot, pinned, fused, ranks, reranked, max(options.top_k, len(pinned)))
+    if structure is not None:
+        decision = Decision("full", 1.0, reason=f"stated by the annex's structure ({structure.kind})")
+    elif pinned:
+        decision = lookup_decision(True)
+    elif analysis.lookup:
+        decision = lookup_decision(False)
+    else:
+        features = evidence(snapshot, analysis, candidates.scores, fused, reranked.order)
+        cited = [t for h in hits if h.support for t in (h.text, h.text_en or "")]
+        unmet = snapshot.answer_types.unmet(analysis.text, cited, set(analysis.asked)) if cited else set()
+        decision = decide(snapshot.scope, features, unmet, bool(fused))
+        if decision.missing:
+            check = snapshot.answer_types
+            decision = replace(decision, missing_labels={lang: tuple(check.label(m, lang) for m in decision.missing)
+                                                         for lang in ("zh", "en")})
+    for hit in hits:
+        if hit.support:
+            hit.quote = {lang: _quote(snapshot, analysis, text) for lang, text in (("zh", hit.text),
+                                                                                  ("en", hit.text_en)) if text}
+    timings["answerability"] = (time.perf_counter() - stage) * 1000
+    timings["total"] = (time.perf_counter() - started) * 1000
+    return SearchResult(query, analysis, decision, hits, timings, resolved_query=resolved,
+                        followup=resolution.kind, structure=structure)
+
+
+def _quote(snapshot: Snapshot, analysis: QueryAnalysis, text: str) -> int:
+    """The sentence of a support unit that best answers the question (what the answer leads with)."""
+    if len(sentences(text)) < 2:
+        return 0
+    return snapshot.relevance.best_sentence(snapshot.relevance.terms(analysis.text), text)

@@ -1,0 +1,74 @@
+"""Corpus facts answered from structure: counts and lists the annex states by its own layout.
+
+"一共多少项任务？", "附件分几类？", "Which are the differentiated tasks?", "金融方面有哪些任务？": the
+answer is the parsed corpus (111 tasks in 14 categories, the 5 differentiated tasks, the tasks of
+a category), not whatever passages retrieval happens to rank. The question's form is read with the
+``structure`` cues of ``ingest/annotations/vocabulary/question_cues.json``; which category a
+"tasks of …" question means is the category most of the best-ranked tasks belong to (retrieval
+chooses the category, the corpus gives its complete list).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from assistant.ingest.models import Corpus
+from assistant.text import chinese_to_int
+
+StructureKind = Literal["count", "categories", "differentiated", "category_tasks"]
+# A "tasks of …" question names a category when this many of the five best tasks belong to it.
+CATEGORY_VOTES = 3
+
+
+@dataclass(frozen=True)
+class StructureFacts:
+    """Stage output: which structural fact is asked, and the units that state it."""
+
+    kind: StructureKind
+    units: tuple[str, ...]  # what the answer cites, in order
+    category: int | None = None
+
+
+class StructureReader:
+    def __init__(self, corpus: Corpus, cues: dict[str, str]) -> None:
+        self.corpus = corpus
+        self.p = {k: re.compile(v, re.IGNORECASE) for k, v in cues.items()}
+
+    def _category_named(self, text: str, lang: str) -> int | None:
+        match = self.p[f"category_number_{lang}"].search(text)
+        if not match:
+            return None
+        token = match.group(1)
+        number = int(token) if token.isdigit() else chinese_to_int(token)
+        return number if self.corpus.category(number) is not None else None
+
+    def _tasks_of(self, category: int) -> tuple[str, ...]:
+        return tuple(f"task:{t.number}" for t in self.corpus.tasks if t.category_no == category)
+
+    def read(self, text: str, lang: str, wants_list: bool, ranked_tasks: Sequence[int]) -> StructureFacts | None:
+        """The structural fact ``text`` asks for, or None for an ordinary question."""
+        lang = "zh" if lang == "zh" else "en"
+        body = ("section:2.1", "section:2.2")
+        asks_tasks = bool(self.p[f"tasks_{lang}"].search(text))
+        if self.p[f"differentiated_{lang}"].search(text) and (wants_list or asks_tasks):
+            units = tuple(f"task:{t.number}" for t in self.corpus.tasks if t.differentiated)
+            return StructureFacts("differentiated", ("section:2.2", *units))
+        named = self._category_named(text, lang)
+        if named is not None:
+            return StructureFacts("category_tasks", self._tasks_of(named), named)
+        if self.p[f"categories_{lang}"].search(text):
+            return StructureFacts("categories", body)
+        counting = bool(self.p[f"count_{lang}"].search(text))
+        # "金融方面有哪些任务" names a category; "what measures are there for visas" names a topic
+        if counting or (wants_list and asks_tasks and self.p[f"category_word_{lang}"].search(text)):
+            votes = Counter(self.corpus.task(n).category_no for n in ranked_tasks[:5] if self.corpus.task(n))
+            category, count = votes.most_common(1)[0] if votes else (None, 0)
+            if category is not None and count >= CATEGORY_VOTES:
+                return StructureFacts("category_tasks", self._tasks_of(category), category)
+            if counting:
+                return StructureFacts("count", body)
+        return None
