@@ -22,8 +22,9 @@ def index_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def settings(index_dir, tmp_path_factory) -> Settings:
-    return Settings(home=REPO, index_dir=index_dir,
-                    feedback_db=tmp_path_factory.mktemp("var") / "feedback.sqlite3")
+    var = tmp_path_factory.mktemp("var")
+    return Settings(home=REPO, index_dir=index_dir, feedback_db=var / "feedback.sqlite3",
+                    conversation_db=var / "conversations.sqlite3")
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +41,7 @@ def cli_env(settings) -> dict[str, str]:
     env = dict(os.environ)
     env["ASSISTANT_INDEX_DIR"] = str(settings.index_path)
     env["ASSISTANT_FEEDBACK_DB"] = str(settings.feedback_path)
+    env["ASSISTANT_CONVERSATION_DB"] = str(settings.conversations_path)
     return env
 
 

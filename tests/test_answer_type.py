@@ -58,7 +58,8 @@ def test_unmet_only_when_the_evidence_lacks_the_fact():
 
 
 def test_place_check_ignores_places_the_plan_names():
-    check = PlaceCheck(_vocabulary().gazetteer, ["支持港澳台医师在厦门开办诊所", "doctors from Hong Kong, Macao and Taiwan", "福建自贸试验区"])
+    check = PlaceCheck(_vocabulary().gazetteer,
+                       ["支持港澳台医师在厦门开办诊所", "doctors from Hong Kong, Macao and Taiwan", "福建自贸试验区"])
     assert check.unknown("上海有什么政策？") == {"上海"}
     assert check.unknown("What about Shanghai's rules?") == {"shanghai"}
     assert check.unknown("香港医生能来吗") == set()

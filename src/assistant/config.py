@@ -76,9 +76,14 @@ class Settings(BaseSettings):
         0.2, ge=0, le=100, description="Python's thread switch interval while encoders run in parallel (0 = leave "
         "Python's default of 5 ms).")
     lookup: bool = True
+    query_focus: bool = Field(True, description="Weigh the asking clause of a long question above its context "
+                              "clauses (the analysis stage's focus).")
+    # Measured on the dev split's follow-ups (benchmarks/followup_context.py): the earlier citations as a
+    # fused list cost attached follow-ups more than they gave (0: 15/21 right, 0.1: 14/21, 0.25: 12/21); a
+    # narrowing follow-up ("which of those …") always weighs them fully.
     followup_context_weight: float = Field(
-        0.5, ge=0, le=10, description="Weight of the previous turn's cited units in fusion for a follow-up, as a "
-        "share of all retrievers' weight (0 = rewrite only).")
+        0.0, ge=0, le=10, description="Weight of the previous turn's cited units in fusion for an attached "
+        "follow-up, as a share of all retrievers' weight (0 = rewrite and the follow-up's own words only).")
     rerank: bool = Field(False, description="Re-order the head of the fused ranking by clause-level alignment "
                          "with the question (the pipeline's rerank stage; the eval reports it as an ablation).")
     scope_max_oos_full: float = Field(
@@ -88,8 +93,11 @@ class Settings(BaseSettings):
         0.03, gt=0, lt=0.5, description="Calibration target: share of in-scope calibration questions the "
         "scope model may flag as not covered (measured with benchmarks/scope_cv.py at 0.03: 3.5% flagged, "
         "91.6% of out-of-scope caught; 0.035: 4.4%, 92.2%; 0.04: 4.5%, 92.5%).")
+    # 5-fold CV on the calibration pool (benchmarks/scope_cv.py): at 0.01 near-misses answered "none" 39%,
+    # other out-of-scope questions "partial" 0.4%; at 0.003 21% and 5%; at 0.001 13% and 9%. Telling an asker
+    # the plan is silent when it is not costs more than a partial answer that names what is not stated.
     scope_max_topic_miss: float = Field(
-        0.01, gt=0, lt=0.5, description="Calibration target: share of in-scope calibration questions the topic "
+        0.003, gt=0, lt=0.5, description="Calibration target: share of in-scope calibration questions the topic "
         "model may reject (those fall to 'none'; the scope model's rejects above it are 'partial').")
     max_query_chars: int = Field(
         400, ge=20, description="Retrieval reads this much of a question (a 2,000-character Chinese "

@@ -122,7 +122,7 @@ class Assistant:
         notice: str | None = None
         timings = dict(result.timings_ms)
         timings["compose"] = (time.perf_counter() - composed_at) * 1000
-        if self.settings.llm_base_url and mode == "extractive":
+        if self.settings.llm_base_url and mode in ("extractive", "partial"):
             markdown, citations, mode, notice = self._generate(result, resolved, lang, markdown, citations, timings)
         stored_at = time.perf_counter()
         turn = TurnRecord(question, resolved, unit_ids(citations), result.coverage, lang)

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
-from assistant.answer.compose import section_citation, section_tag, task_card, task_citation, task_tag
+from assistant.answer.cards import section_citation, section_tag, task_card, task_citation, task_tag
 from assistant.answer.types import Citation
 from assistant.config import Settings
 from assistant.ingest.models import Corpus, Section, Task

@@ -126,6 +126,7 @@ class SearchHit(_Open):
 class SearchBody(_Open):
     query: str
     in_scope: bool
+    coverage: Literal["full", "partial", "none"] = Field(..., description="How far the plan covers the question.")
     results: list[SearchHit]
 
 
@@ -140,8 +141,11 @@ class AskBody(_Open):
     answer: str = Field(..., description="Markdown in the language of the question, with inline citations.")
     citations: list[CitationBody]
     in_scope: bool
+    coverage: Literal["full", "partial", "none"] = Field(..., description="How far the plan covers the question.")
     lang: Literal["zh", "en"]
     conversation_id: str
+    conversation_reset: bool = Field(False, description="The given conversation_id was unknown or expired: this "
+                                     "answer starts a new conversation (no earlier turns were used).")
 
 
 class TaskBody(_Open):

@@ -1,14 +1,10 @@
-"""The question sets: validated loading (file:line errors), splits, sampling and qrels.
+"""The question sets: validated loading (``file:line`` errors), sampling and qrels.
 
-- ``eval/questions.jsonl``: the dev set (every row ``split: "dev"``; single questions, some with
-  a scripted ``history``);
-- ``eval/blind/questions.jsonl``: the blind split, 300 single questions with a coverage class;
-- ``eval/blind/conversations.jsonl``: the blind split's 48 multi-turn conversations.
-
-Schemas are in ``eval/README.md``. Doc ids are ``task:N`` (annex task N) and ``section:ID`` (a
-body unit), the ``Hit.unit_id`` values the engine returns, so gold and runs compare directly.
-Every file row is converted to one :class:`EvalQuestion` (single questions) or validated as a
-:class:`Conversation`; the runner never sees the raw rows.
+``eval/questions.jsonl`` is the dev set (single questions, some with a scripted ``history``);
+``eval/blind/questions.jsonl`` (300 questions with a coverage class) and
+``eval/blind/conversations.jsonl`` (48 multi-turn conversations) are the blind split. Schemas
+are in ``eval/README.md``. Doc ids are ``task:N`` and ``section:ID``, the ``Hit.unit_id``
+values the engine returns. Rows become :class:`EvalQuestion` or :class:`Conversation`.
 """
 
 from __future__ import annotations
@@ -201,10 +197,6 @@ class Conversation(BaseModel):
             raise ValueError("the first turn (and only it) has kind first")
         return self
 
-    @property
-    def relevance_docs(self) -> set[str]:
-        return {doc for turn in self.turns for doc in turn.relevance}
-
 
 # --- the common question ----------------------------------------------------------------------
 class EvalQuestion(BaseModel):
@@ -304,7 +296,7 @@ def load_questions(path: Path, corpus: Corpus | None = None, split: str = "dev")
 def load_conversations(path: Path, corpus: Corpus | None = None) -> list[Conversation]:
     """The blind conversations; with ``corpus``, gold doc ids must exist."""
     conversations = read_jsonl(path, Conversation)
-    _check_known(path, ((c.id, c.relevance_docs) for c in conversations), corpus)
+    _check_known(path, ((c.id, {d for t in c.turns for d in t.relevance}) for c in conversations), corpus)
     return conversations
 
 

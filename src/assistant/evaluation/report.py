@@ -243,6 +243,9 @@ def render_worst(run: EvalRun, count: int = WORST) -> str:
     lines = [f"# {min(count, len(judged))} worst questions ({DEFAULT}, {run.results.split} split)\n",
              "Lowest nDCG@10 first, ties broken by Recall@10. Gold: doc id (grade). "
              "Retrieved: rank, unit, engine score, retrievers (name#rank) or lookup.\n"]
+    if run.results.split != "dev":
+        lines.append("**Blind questions below: read them to understand a class of failure, never to tune retrieval, "
+                     "answers or data on them (eval/README.md).**\n")
     for question in judged[:count]:
         metrics = per_query[question.id].metrics
         lines.append(f"## {question.id} — {question.type}, {question.lang}, {question.coverage}: "

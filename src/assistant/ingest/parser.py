@@ -152,6 +152,22 @@ def _parse_front(lines: list[Line]) -> tuple[dict, int]:
 
 
 # --- annex ------------------------------------------------------------------------------
+def _task_row(row: re.Match[str], line: Line, tasks: list[Task], categories: list[Category]) -> Task:
+    """One numbered task row, checked against the numbering so far."""
+    number = int(row.group(1))
+    expected = tasks[-1].number + 1 if tasks else 1
+    if number != expected:
+        seen = next((t for t in tasks if t.number == number), None)
+        if seen:
+            raise CorpusError(f"duplicate task number {number} (first at line {seen.line})", line.number)
+        raise CorpusError(f"gap in task numbering: expected {expected}, found {number}", line.number)
+    if not categories:
+        raise CorpusError(f"task {number} appears before any category row", line.number)
+    category_row = categories[-1]
+    return Task(number=number, category_no=category_row.number, category=category_row.title,
+                text=(row.group(2) or "").strip(), line=line.number)
+
+
 def _parse_annex(lines: list[Line]) -> tuple[list[Category], list[Task], str | None]:
     categories: list[Category] = []
     tasks: list[Task] = []
@@ -172,18 +188,7 @@ def _parse_annex(lines: list[Line]) -> tuple[list[Category], list[Task], str | N
                                        title=category.group(2).strip(), line=line.number))
             continue
         if row := TASK_ROW.match(text):
-            number = int(row.group(1))
-            expected = tasks[-1].number + 1 if tasks else 1
-            if number != expected:
-                seen = next((t for t in tasks if t.number == number), None)
-                if seen:
-                    raise CorpusError(f"duplicate task number {number} (first at line {seen.line})", line.number)
-                raise CorpusError(f"gap in task numbering: expected {expected}, found {number}", line.number)
-            if not categories:
-                raise CorpusError(f"task {number} appears before any category row", line.number)
-            category_row = categories[-1]
-            tasks.append(Task(number=number, category_no=category_row.number, category=category_row.title,
-                              text=(row.group(2) or "").strip(), line=line.number))
+            tasks.append(_task_row(row, line, tasks, categories))
             continue
         if not tasks and not categories and title is None:
             title = squeeze_cjk_spaces(text)

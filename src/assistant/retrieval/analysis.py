@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from assistant.ingest.vocabulary import QuestionCues
@@ -25,6 +26,7 @@ from assistant.text import detect_language
 _CLAUSE_END = re.compile(r"(?<=[，,；;。!?！？—:：])|(?<=\.)\s+|\s+-\s+")
 # Shorter questions have no context to set aside.
 FOCUS_MIN_CHARS = {"zh": 24, "en": 70}
+FOCUS_MIN_TOPIC_WORDS = 3
 
 
 @dataclass(frozen=True)
@@ -39,11 +41,19 @@ class QueryAnalysis:
     asked: frozenset[str] = field(default_factory=frozenset)  # detail types asked for (fee, date, …)
     places: frozenset[str] = field(default_factory=frozenset)  # places the plan never names
     wants_list: bool = False  # "哪些…", "all the visa measures": an answer may cite more units
+    also: tuple[str, ...] = ()  # more texts the retrievers score (a follow-up's own words)
+
+    @property
+    def scope_text(self) -> str:
+        """What the answerability evidence reads: the asking clause of a long question, else all of it
+        (the business an enterprise describes is context, not something the plan must cover)."""
+        return self.focus or self.text
 
     @property
     def retrieval_texts(self) -> list[str]:
         """The texts the retrievers score (the question, then its asking clause)."""
-        return [self.text] if not self.focus else [self.text, self.focus]
+        texts = [self.text] if not self.focus else [self.text, self.focus]
+        return texts + [t for t in self.also if t not in texts]
 
 
 def normalise_query(query: str) -> str:
@@ -55,7 +65,11 @@ class QueryAnalyzer:
     """Analyses questions against one corpus's vocabulary (immutable; safe to share across threads)."""
 
     def __init__(self, max_chars: int, max_task: int, cues: QuestionCues, answer_types: AnswerTypeCheck,
-                 places: PlaceCheck) -> None:
+                 places: PlaceCheck, focus: bool = True, topic_words: Callable[[str], int] | None = None,
+                 refers_back: re.Pattern[str] | None = None) -> None:
+        self.use_focus = focus
+        self.topic_words = topic_words  # how many topic (content) words a clause holds
+        self.refers_back = refers_back  # a clause that points back ("its", "该试点") leans on the context
         self.max_chars = max_chars
         self.max_task = max_task
         self.answer_types = answer_types
@@ -64,14 +78,16 @@ class QueryAnalyzer:
         self._en_cue = re.compile(r"\b(?:" + "|".join(re.escape(c) for c in cues.en) + r")\b", re.IGNORECASE)
         self._list = {"zh": re.compile(cues.list_zh), "en": re.compile(cues.list_en, re.IGNORECASE)}
 
-    def analyse(self, query: str, use_lookup: bool = True) -> QueryAnalysis:
+    def analyse(self, query: str, use_lookup: bool = True, also: tuple[str, ...] = ()) -> QueryAnalysis:
         text = normalise_query(query)[: self.max_chars]
         lang = detect_language(text)
         lookup = find_task_references(text, self.max_task) if use_lookup and text else Lookup()
-        return QueryAnalysis(raw=query, text=text, lang=lang, lookup=lookup, focus=self.focus(text, lang),
+        focus = self.focus(text, lang) if self.use_focus else None
+        return QueryAnalysis(raw=query, text=text, lang=lang, lookup=lookup, focus=focus,
                              asked=frozenset(self.answer_types.expected(text)),
                              places=frozenset(self.places.unknown(text)),
-                             wants_list=bool(self._list["zh" if lang == "zh" else "en"].search(text)))
+                             wants_list=bool(self._list["zh" if lang == "zh" else "en"].search(text)),
+                             also=tuple(normalise_query(t)[: self.max_chars] for t in also))
 
     def asks(self, clause: str, lang: str) -> bool:
         if clause.rstrip().endswith(("?", "？")):
@@ -90,8 +106,10 @@ class QueryAnalyzer:
         if not asking:
             return None
         focus = asking[-1]
-        # a bare "can we?" or "可以吗？" carries no topic: take the clause before it too
-        if len(focus) < (8 if lang == "zh" else 20):
-            position = clauses.index(focus)
-            focus = " ".join(clauses[max(position - 1, 0): position + 1])
+        # the asking clause must carry a topic of its own: "are antiques included?" or "该试点还会深化吗"
+        # lean on the context, which then is the question
+        if self.refers_back is not None and self.refers_back.search(focus):
+            return None
+        if self.topic_words is not None and self.topic_words(focus) < FOCUS_MIN_TOPIC_WORDS:
+            return None
         return focus if focus != text else None

@@ -9,6 +9,7 @@ query vectors per embedder. It sets no process-global state: entry points tune t
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -78,12 +79,15 @@ class SearchEngine:
         vocabulary = index.vocabulary
         plan_texts = [t for node in index.nodes for t in (node.text, node.metadata.get("text_en") or "")]
         answer_types = AnswerTypeCheck(vocabulary.answer_types)
+        followup = FollowupResolver(load_cues(vocabulary.followup_path, index.analyzer.domain_stopwords))
+        refers_back = re.compile(f"{followup.p['zh_pronoun'].pattern}|{followup.p['en_pronoun'].pattern}",
+                                 re.IGNORECASE)
         analyzer = QueryAnalyzer(self.settings.max_query_chars, self.max_task, vocabulary.question_cues,
-                                 answer_types, PlaceCheck(vocabulary.gazetteer, plan_texts))
+                                 answer_types, PlaceCheck(vocabulary.gazetteer, plan_texts), self.settings.query_focus,
+                                 topic_words=lambda text: len(index.analyzer.words(text)), refers_back=refers_back)
         unit_texts = [f"{node.text}\n{node.metadata.get('text_en') or ''}" for node in index.nodes]
         thesaurus = index.knowledge.thesaurus if index.knowledge is not None else ()
         relevance = ClauseRelevance(index.analyzer, unit_texts, thesaurus)
-        followup = FollowupResolver(load_cues(vocabulary.followup_path, index.analyzer.domain_stopwords))
         structure = StructureReader(self.corpus, vocabulary.question_cues.structure)
         return Snapshot(index=index, retrievers=retrievers, followup=followup, structure=structure,
                         scope=scope if scope is not None else ScopeModel.load(index.folder),

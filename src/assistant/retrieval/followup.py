@@ -9,9 +9,10 @@ coverage and language), never on rendered answers. Mechanisms, from exact to sof
   the previous resolved query ("外资能办养老院吗？" -> "外资能办医院吗？");
 - **attachment**: a pronoun or an attribute question ("这个谁负责？", "can their families come too?")
   is attached to the previous topic;
-- **context fusion**: every dependent turn (and a narrowing one: "which of those are about
-  leasing?") also hands the pipeline the previous turn's cited units, which fusion weighs as one
-  more ranked list, so the answer stays with what was being discussed without string rewriting alone.
+- **context fusion**: an attached turn (and a narrowing one: "which of those are about leasing?")
+  also hands the pipeline the previous turn's cited units, which fusion weighs as one more ranked
+  list, so the answer stays with what was being discussed without string rewriting alone. A
+  substituted turn gets none: its new object is exactly what the old citations are not about.
 
 A self-contained question (a topic switch) is returned unchanged and drags no old context in.
 The cue words are data: ``ingest/annotations/vocabulary/followup.json``.
@@ -28,7 +29,7 @@ from typing import Literal, Protocol
 
 from assistant.text import chinese_to_int, detect_language, jieba_module
 
-FollowupKind = Literal["none", "ordinal", "dependent", "narrowing"]
+FollowupKind = Literal["none", "ordinal", "substitution", "attachment", "narrowing"]
 
 
 class PriorTurn(Protocol):
@@ -49,6 +50,8 @@ class Resolution:
     pinned_units: tuple[str, ...] = ()  # ordinal references: exactly these units, first
     context_units: tuple[str, ...] = ()  # the previous turn's citations, weighed in fusion
     context_query: str | None = None
+    also: tuple[str, ...] = ()  # more texts to retrieve with (the follow-up's own words), averaged in
+    context_weight: float | None = None  # None: the configured weight; narrowing: the old citations dominate
 
     @property
     def rewritten(self) -> bool:
@@ -201,17 +204,29 @@ class FollowupResolver:
         ask = re.sub(r"\b(?:in|for|about|of|on)\s*$", "", ask).strip()
         return f"{ask[:1].upper()}{ask[1:]} — {topic}?" if ask else f"{topic}?"
 
-    def _rewrite(self, question: str, lang: str, previous: str) -> str:
+    def _rewrite(self, question: str, lang: str, previous: str) -> tuple[FollowupKind, str]:
+        """A new object for the old question ("那医院呢"), or the old topic for a new ask ("这个谁负责")."""
         previous_lang = detect_language(previous)
         fragment = self._strip(question, lang)
         attribute = self.p[f"{lang}_attribute"].search(fragment)
         if self._is_noun_phrase(fragment, lang) and not attribute and previous_lang == lang:
             substituted = self._substitute(previous, fragment, lang)
             if substituted:
-                return substituted
+                return "substitution", substituted
         if previous_lang != lang:  # a switch of language: keep the new words, add the old topic
-            return f"{fragment} {self._core(previous, previous_lang)}".strip()
-        return self._attach(previous, fragment, lang)
+            return "attachment", f"{fragment} {self._core(previous, previous_lang)}".strip()
+        return "attachment", self._attach(previous, fragment, lang)
+
+    def _neighbour(self, question: str, lang: str, cited: tuple[str, ...]) -> str | None:
+        """"下一项", "the one before it": the annex task next to the one just discussed."""
+        tasks = [int(u.split(":")[1]) for u in cited if u.startswith("task:")]
+        if not tasks:
+            return None
+        if self.p[f"{lang}_next"].search(question):
+            return f"task:{tasks[0] + 1}"
+        if self.p[f"{lang}_previous"].search(question):
+            return f"task:{tasks[0] - 1}"
+        return None
 
     # --- the stage ----------------------------------------------------------------------
     def resolve(self, question: str, turns: Sequence[PriorTurn]) -> Resolution:
@@ -226,10 +241,17 @@ class FollowupResolver:
             if position is not None:
                 unit = cited[-1] if position == -1 else cited[position - 1]
                 return Resolution("ordinal", question, pinned_units=(unit,))
+        neighbour = self._neighbour(question, lang, cited)
+        if neighbour is not None:
+            return Resolution("ordinal", question, pinned_units=(neighbour,))
         previous = last.resolved_query or last.question
         if cited and self._is_narrowing(question, lang):
-            return Resolution("narrowing", question, context_units=cited, context_query=previous)
+            return Resolution("narrowing", question, context_units=cited, context_query=previous, context_weight=1.0)
         if not self._is_elliptical(question, lang):
             return Resolution("none", question)
-        return Resolution("dependent", self._rewrite(question, lang, previous), context_units=cited,
-                          context_query=previous)
+        kind, query = self._rewrite(question, lang, previous)
+        # a substituted object is a new topic: the old citations are what it is *not* about
+        # retrieval reads the rewrite and the follow-up's own words ("and the equity cap for VPN?" names
+        # its new topic itself; the rewrite alone would drown it in the old one)
+        return Resolution(kind, query, context_units=cited if kind == "attachment" else (), context_query=previous,
+                          also=(question,))

@@ -78,11 +78,11 @@ def _both_texts(index: LoadedIndex, position: int) -> list[str]:
 
 def scope_vectors(snapshot: Snapshot, analysis: QueryAnalysis) -> dict[str, np.ndarray]:
     """The vectors the neighbour features compare: the question's per embedder, and its question form's."""
-    vectors = {name: encoder.encode(analysis.text) for name, encoder in snapshot.encoders.items()}
+    vectors = {name: encoder.encode(analysis.scope_text) for name, encoder in snapshot.encoders.items()}
     sparse = snapshot.index.sparse
     if sparse is not None and FORM_EMBEDDER in snapshot.encoders:
-        vectors[f"form_{FORM_EMBEDDER}"] = snapshot.encoders[FORM_EMBEDDER].encode(sparse.question_form(analysis.text)
-                                                                                   or "?")
+        form = sparse.question_form(analysis.scope_text) or "?"
+        vectors[f"form_{FORM_EMBEDDER}"] = snapshot.encoders[FORM_EMBEDDER].encode(form)
     return vectors
 
 
@@ -109,7 +109,7 @@ def evidence(snapshot: Snapshot, analysis: QueryAnalysis, scores: dict[str, np.n
         lang=analysis.lang, scores=scores, fused=fused, asked=analysis.asked,
         unmet_top3=frozenset(check.unmet(analysis.text, top_texts, set(analysis.asked))),
         unmet_top2=frozenset(check.unmet(analysis.text, top_texts[:2], set(analysis.asked))),
-        places=analysis.places, lexical=_lexical(snapshot, analysis.text, order[0][0]) if order else {},
+        places=analysis.places, lexical=_lexical(snapshot, analysis.scope_text, order[0][0]) if order else {},
         neighbours=neighbours))
 
 
@@ -176,7 +176,9 @@ def run(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecutor | None,
     """Ranked tasks and passages for ``query``, best first, with the answerability decision."""
     started = time.perf_counter()
     resolution = snapshot.followup.resolve(query, context) if context else Resolution("none", query)
-    analysis = snapshot.analyzer.analyse(resolution.query, options.use_lookup)
+    # an ordinal follow-up ("第二条详细说说") names a position in the last answer, not task 2
+    use_lookup = options.use_lookup and resolution.kind != "ordinal"
+    analysis = snapshot.analyzer.analyse(resolution.query, use_lookup, resolution.also)
     timings: dict[str, float] = {"analysis": (time.perf_counter() - started) * 1000}
     resolved = resolution.query if resolution.query != query else None
     names = list(options.retrievers) if options.retrievers is not None else list(snapshot.retrievers)
@@ -185,7 +187,7 @@ def run(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecutor | None,
     pinned = [f"task:{n}" for n in analysis.lookup.valid] + list(resolution.pinned_units)
     extra = {}
     if snapshot.scope is not None and snapshot.scope.examples is not None and snapshot.index.sparse is not None:
-        extra[FORM_EMBEDDER] = [snapshot.index.sparse.question_form(analysis.text) or "?"]
+        extra[FORM_EMBEDDER] = [snapshot.index.sparse.question_form(analysis.scope_text) or "?"]
     candidates = score_candidates(snapshot.retrievers, names, analysis.retrieval_texts, pool, extra)
     timings.update(candidates.timings_ms)
     stage = time.perf_counter()
@@ -194,7 +196,8 @@ def run(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecutor | None,
     context_scores = _context_scores(snapshot.index, resolution)
     if context_scores is not None:
         channels[CONTEXT_CHANNEL] = context_scores
-        weights[CONTEXT_CHANNEL] = settings.followup_context_weight * len(candidates.scores)
+        share = resolution.context_weight if resolution.context_weight is not None else settings.followup_context_weight
+        weights[CONTEXT_CHANNEL] = share * len(candidates.scores)
     fused, ranks = fuse(channels, weights, method=settings.fusion, k=settings.rrf_k,
                         depth=settings.candidates_per_retriever)
     timings["fusion"] = (time.perf_counter() - stage) * 1000
@@ -220,6 +223,10 @@ def run(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecutor | None,
         cited = [t for h in hits if h.support for t in (h.text, h.text_en or "")]
         unmet = snapshot.answer_types.unmet(analysis.text, cited, set(analysis.asked)) if cited else set()
         decision = decide(snapshot.scope, features, unmet, bool(fused))
+        support = [h.unit_id for h in hits if h.support]
+        if resolution.kind == "narrowing" and support and set(support) <= set(resolution.context_units):
+            # "which of those are about leasing?" picks among units the plan was just cited for
+            decision = replace(decision, coverage="full", reason="narrows the previous answer's citations")
         if decision.missing:
             check = snapshot.answer_types
             decision = replace(decision, missing_labels={lang: tuple(check.label(m, lang) for m in decision.missing)

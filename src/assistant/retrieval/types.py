@@ -52,7 +52,7 @@ class SearchResult:
     hits: list[Hit]
     timings_ms: dict[str, float]
     resolved_query: str | None = None  # the follow-up stage's rewrite, when it made one
-    followup: str = "none"  # how the follow-up stage read the question: none, ordinal, dependent, narrowing
+    followup: str = "none"  # how the follow-up stage read it: none, ordinal, substitution, attachment, narrowing
     structure: StructureFacts | None = None  # a question about the annex's own structure (counts, lists)
 
     @property
