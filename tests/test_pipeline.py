@@ -48,7 +48,7 @@ def test_focus_weighs_the_asking_clause_of_a_long_question(engine):
 def test_structure_questions_are_answered_from_the_corpus(engine):
     count = engine.search("附件一共有多少项任务？")
     assert count.structure is not None and count.structure.kind == "count" and count.coverage == "full"
-    finance = engine.search("金融方面有哪些试点任务？")
+    finance = engine.search("附件里金融这一类有哪些任务？")
     assert finance.structure is not None and finance.structure.kind == "category_tasks"
     tasks = [h.task for h in finance.support]
     assert tasks == [t.number for t in engine.corpus.tasks if t.category_no == finance.structure.category]

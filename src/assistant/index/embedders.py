@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -223,7 +224,7 @@ class E5Embedding(OfflineEmbedding):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "engine": self._engine}
 
-    def _limited(self) -> Any:
+    def _limited(self, threads: int | None = None) -> Any:
         """The engine's OpenMP thread count for one call, in the calling thread only.
 
         ``omp_set_num_threads`` (what threadpoolctl calls) sets a per-thread value, so this
@@ -231,14 +232,15 @@ class E5Embedding(OfflineEmbedding):
         """
         if self._openmp is None:
             return contextlib.nullcontext()
-        return self._openmp(limits=self._threads)
+        return self._openmp(limits=threads or self._threads)
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         with self._limited():
             return _normalise(self._model.query(list(texts)))
 
     def encode_passages(self, texts: list[str]) -> np.ndarray:
-        with self._limited():
+        # index builds encode thousands of views: every core (queries keep their configured count)
+        with self._limited(max(self._threads, os.cpu_count() or 1)):
             return _normalise(self._model.passage(list(texts)))
 
 

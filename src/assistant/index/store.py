@@ -16,7 +16,6 @@ Loading verifies the manifest: a stale index (other corpus or embedders) or a co
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -35,60 +34,31 @@ from llama_index.vector_stores.faiss import FaissVectorStore
 from assistant.config import Settings
 from assistant.index.analyzer import TextAnalyzer
 from assistant.index.embedders import OfflineEmbedding, available_embedders
+from assistant.index.manifest import (
+    KNOWLEDGE_SUFFIX,
+    IndexCorrupt,
+    IndexMissing,
+    IndexProblem,
+    IndexStale,
+    corpus_fingerprint,
+    index_config,
+    read_manifest,
+    unit_knowledge,
+    verify,
+    write_manifest,
+)
 from assistant.index.sparse import SparseIndex
 from assistant.index.units import domain_stopwords, knowledge_views, sparse_text, unit_nodes, unit_views
-from assistant.ingest.corpus import corpus_records, load_corpus
-from assistant.ingest.knowledge import Knowledge, load_knowledge
+from assistant.ingest.corpus import load_corpus
+from assistant.ingest.knowledge import Knowledge
 from assistant.ingest.models import Corpus
 from assistant.ingest.vocabulary import Vocabulary, load_vocabulary
 
+__all__ = ["KNOWLEDGE_SUFFIX", "DenseIndex", "IndexCorrupt", "IndexMissing", "IndexProblem", "IndexStale",
+           "LoadedIndex", "build_index", "corpus_analyzer", "corpus_fingerprint", "current_build", "load_index",
+           "read_manifest"]
+
 log = logging.getLogger(__name__)
-
-# The code that decides what an index holds; a change to any of it makes older builds stale
-# (no hand-bumped format number to forget).
-_REPRESENTATION_MODULES = ("index/units.py", "index/sparse.py", "index/store.py", "ingest/knowledge.py")
-
-
-def representation_fingerprint() -> str:
-    """sha256 over the modules that define units, views, tokens and layout, and the scope features."""
-    from assistant.retrieval.scope.features import feature_fingerprint
-
-    root = Path(__file__).resolve().parent.parent
-    digest = hashlib.sha256()
-    for name in _REPRESENTATION_MODULES:
-        digest.update(name.encode() + b"\0" + (root / name).read_bytes())
-    digest.update(feature_fingerprint().encode())
-    return digest.hexdigest()
-
-
-class IndexProblem(RuntimeError):
-    """Base of index problems; the message says what to do."""
-
-
-class IndexMissing(IndexProblem):
-    pass
-
-
-class IndexStale(IndexProblem):
-    pass
-
-
-class IndexCorrupt(IndexProblem):
-    pass
-
-
-def corpus_fingerprint(corpus: Corpus) -> str:
-    payload = json.dumps(corpus_records(corpus), ensure_ascii=False, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 @dataclass
 class DenseIndex:
@@ -138,42 +108,11 @@ class LoadedIndex:
         return None if position is None else self.nodes[position]
 
 
-KNOWLEDGE_SUFFIX = "_k"  # a retriever over the knowledge views: use_k, e5_k, bm25_k
 
 
 def corpus_analyzer(vocabulary: Vocabulary, corpus: Corpus) -> TextAnalyzer:
     """The one analyser of this corpus: the vocabulary's stop words plus the corpus's city."""
     return TextAnalyzer(vocabulary.stopwords, domain_stopwords(corpus))
-
-
-def unit_knowledge(settings: Settings, corpus: Corpus) -> Knowledge | None:
-    """The task knowledge the index uses (None when ``settings.knowledge`` is off)."""
-    if not settings.knowledge:
-        return None
-    ids = [n.node_id for n in unit_nodes(corpus)]
-    return load_knowledge(settings.annotations_path, ids)
-
-
-def _index_config(settings: Settings, embedders: dict[str, OfflineEmbedding]) -> dict:
-    return {"representation": representation_fingerprint(),
-            "vocabulary_sha256": load_vocabulary(settings.annotations_path).sha256,
-            "embedders": sorted(embedders), "bm25": settings.bm25,
-            "knowledge": settings.knowledge,
-            "st_model_path": str(settings.st_model_path) if "st" in embedders else None,
-            "scope_data_sha256": scope_data_fingerprint(settings)}
-
-
-def scope_data_fingerprint(settings: Settings) -> str | None:
-    """The labelled questions the scope model is calibrated on (eval dev split + calibration set):
-    an index calibrated on other data is stale."""
-    digest = hashlib.sha256()
-    found = False
-    for name in ("questions.jsonl", "calibration.jsonl"):
-        path = settings.eval_path / name
-        if path.is_file():
-            digest.update(name.encode() + b"\0" + path.read_bytes())
-            found = True
-    return digest.hexdigest() if found else None
 
 
 def build_index(
@@ -210,7 +149,7 @@ def build_index(
         for step, (name, embedder) in enumerate(embedders.items()):
             report(f"embedding ({name})", step, len(embedders) + 1)
             for suffix, channel_views in channels.items():
-                _write_dense(tmp / "dense", name + suffix, embedder, channel_views)
+                _write_dense(tmp / "dense", name + suffix, embedder, channel_views, settings.native_path)
             embedder_info.append(embedder.describe())
         report("bm25", len(embedders), len(embedders) + 1)
         if settings.bm25:
@@ -223,7 +162,7 @@ def build_index(
         report("done", len(embedders) + 1, len(embedders) + 1)
 
         manifest = {
-            **_index_config(settings, embedders),
+            **index_config(settings, embedders),
             "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "build_seconds": round(time.perf_counter() - started, 3),
             "doc_number": corpus.meta.doc_number,
@@ -234,10 +173,10 @@ def build_index(
             "knowledge_sha256": knowledge.sha256 if knowledge is not None else None,
             "embedder_info": embedder_info,
         }
-        _write_manifest(tmp, manifest)
+        write_manifest(tmp, manifest)
         if before_publish is not None:
             before_publish(tmp)  # calibration writes scope files: checksum them with the rest
-            _write_manifest(tmp, manifest)
+            write_manifest(tmp, manifest)
         final = builds / stamp
         tmp.rename(final)
         _publish(root, final)
@@ -247,18 +186,43 @@ def build_index(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _write_manifest(folder: Path, manifest: dict) -> None:
-    """The manifest with the checksum of every file beside it."""
-    manifest["files"] = {str(p.relative_to(folder)): _file_sha256(p) for p in sorted(folder.rglob("*"))
-                         if p.is_file() and p.name != "manifest.json"}
-    (folder / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
+def encode_cached(embedder: OfflineEmbedding, texts: list[str], cache_dir: Path) -> np.ndarray:
+    """Passage vectors, reusing those a previous build computed with the same model and engine.
+
+    Most rebuilds (a code or vocabulary change, every test session) embed the same ~3,500 views
+    again; the cache in ``var/native`` is keyed by the embedder's description and each text's sha256.
+    """
+    import hashlib
+
+    key = hashlib.sha256(json.dumps(embedder.describe(), sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir / f"passages-{embedder.key}-{key}.npz"
+    cache: dict[str, np.ndarray] = {}
+    if path.is_file():
+        try:
+            with np.load(path) as data:
+                cache = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("passage vector cache %s unreadable (%s); encoding afresh", path, exc)
+    keys = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
+    missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in cache}
+    if missing:
+        vectors = embedder.encode_passages(list(missing.values()))
+        cache.update(zip(missing, vectors, strict=True))
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            staging = path.with_name(f".{path.name}.{os.getpid()}.npz")
+            np.savez(staging, keys=np.array(list(cache)), vectors=np.stack(list(cache.values())))
+            os.replace(staging, path)
+        except OSError as exc:  # a read-only cache folder only costs time
+            log.warning("passage vector cache %s not written (%s)", path, exc)
+    return np.stack([cache[k] for k in keys]).astype(np.float32)
 
 
-def _write_dense(folder: Path, name: str, embedder: OfflineEmbedding, views: list) -> None:
+def _write_dense(folder: Path, name: str, embedder: OfflineEmbedding, views: list, cache_dir: Path) -> None:
     """One FAISS inner-product index over ``views`` and its row -> unit map."""
     import faiss
 
-    vectors = embedder.encode_passages([v.text for v in views])
+    vectors = encode_cached(embedder, [v.text for v in views], cache_dir)
     store = FaissVectorStore(faiss_index=faiss.IndexFlatIP(vectors.shape[1]))
     store.add([TextNode(id_=f"{v.unit_id}#{v.lang}#{i}", text=v.text, embedding=vec.tolist())
                for i, (v, vec) in enumerate(zip(views, vectors, strict=True))])
@@ -294,55 +258,6 @@ def current_build(settings: Settings) -> Path:
     if not link.exists():
         raise IndexMissing(f"no index at {settings.index_path}; build it with `policy-assistant ingest`")
     return link.resolve()
-
-
-def read_manifest(folder: Path) -> dict:
-    path = folder / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise IndexCorrupt(f"index manifest missing in {folder}; rebuild with `policy-assistant ingest`") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IndexCorrupt(f"index manifest {path} is unreadable ({exc}); rebuild with `policy-assistant ingest`"
-                           ) from exc
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise IndexCorrupt(f"index manifest {path} is malformed; rebuild with `policy-assistant ingest`")
-    return manifest
-
-
-def verify(folder: Path, settings: Settings, corpus: Corpus, available: set[str]) -> dict:
-    """Check an index folder against its manifest, the current corpus and the embedders here.
-
-    ``available`` are the configured embedders that run on this machine: the index must hold
-    vectors for each of them, and nothing the configuration no longer asks for.
-    """
-    manifest = read_manifest(folder)
-    for name, checksum in manifest["files"].items():
-        path = folder / name
-        if not path.is_file():
-            raise IndexCorrupt(f"index file {name} is missing; rebuild with `policy-assistant ingest`")
-        if _file_sha256(path) != checksum:
-            raise IndexCorrupt(f"index file {name} does not match its checksum; rebuild with "
-                               "`policy-assistant ingest`")
-    if manifest.get("representation") != representation_fingerprint():
-        raise IndexStale("index was built by another version of the indexing code or scope features")
-    if manifest.get("corpus_sha256") != corpus_fingerprint(corpus):
-        raise IndexStale("index was built from another version of the corpus or annotations")
-    built = set(manifest.get("embedders", []))
-    if available - built or built - set(settings.embedders):
-        raise IndexStale(f"index has embedders {sorted(built)}, the configuration here uses {sorted(available)}")
-    if bool(manifest.get("bm25")) != settings.bm25:
-        raise IndexStale("index BM25 setting differs from the configuration")
-    if manifest.get("vocabulary_sha256") != load_vocabulary(settings.annotations_path).sha256:
-        raise IndexStale("index was built with another version of the vocabulary (stop words, gazetteer, answer types)")
-    if bool(manifest.get("knowledge")) != settings.knowledge:
-        raise IndexStale("index knowledge setting differs from the configuration")
-    knowledge = unit_knowledge(settings, corpus)
-    if manifest.get("knowledge_sha256") != (knowledge.sha256 if knowledge is not None else None):
-        raise IndexStale("index was built from another version of the task knowledge")
-    if manifest.get("scope_data_sha256") != scope_data_fingerprint(settings):
-        raise IndexStale("the scope model was calibrated on other labelled questions (eval/*.jsonl changed)")
-    return manifest
 
 
 def load_index(settings: Settings, corpus: Corpus | None = None,
