@@ -88,7 +88,7 @@ class SearchEngine:
         unit_texts = [f"{node.text}\n{node.metadata.get('text_en') or ''}" for node in index.nodes]
         thesaurus = index.knowledge.thesaurus if index.knowledge is not None else ()
         relevance = ClauseRelevance(index.analyzer, unit_texts, thesaurus)
-        structure = StructureReader(self.corpus, vocabulary.question_cues.structure)
+        structure = StructureReader(self.corpus, vocabulary.question_cues.structure, index.analyzer.token_set)
         return Snapshot(index=index, retrievers=retrievers, followup=followup, structure=structure,
                         scope=scope if scope is not None else ScopeModel.load(index.folder),
                         analyzer=analyzer, relevance=relevance, answer_types=answer_types,

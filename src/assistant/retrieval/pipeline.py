@@ -231,6 +231,9 @@ def run(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecutor | None,
             check = snapshot.answer_types
             decision = replace(decision, missing_labels={lang: tuple(check.label(m, lang) for m in decision.missing)
                                                          for lang in ("zh", "en")})
+    if not decision.in_scope:  # nothing is cited for "none": the nearest units are only related
+        for hit in hits:
+            hit.support = False
     for hit in hits:
         if hit.support:
             hit.quote = {lang: _quote(snapshot, analysis, text) for lang, text in (("zh", hit.text),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,9 +34,22 @@ class StructureFacts:
 
 
 class StructureReader:
-    def __init__(self, corpus: Corpus, cues: dict[str, str]) -> None:
+    def __init__(self, corpus: Corpus, cues: dict[str, str], tokens: Callable[[str], frozenset[str]]) -> None:
         self.corpus = corpus
         self.p = {k: re.compile(v, re.IGNORECASE) for k, v in cues.items()}
+        self.tokens = tokens
+        # the words of each category's title in both languages, less those every title shares
+        titles = {c.number: tokens(f"{c.title} {c.title_en}") for c in corpus.categories}
+        common = {t for t in set().union(*titles.values()) if sum(t in w for w in titles.values()) > 2}
+        self.titles = {n: words - common for n, words in titles.items()}
+
+    def _category_by_title(self, text: str) -> int | None:
+        """The one category whose title shares the most words with the question ("金融类" -> 3)."""
+        words = self.tokens(text)
+        scores = {n: len(words & title) for n, title in self.titles.items()}
+        best = max(scores.values(), default=0)
+        winners = [n for n, score in scores.items() if score == best]
+        return winners[0] if best and len(winners) == 1 else None
 
     def _category_named(self, text: str, lang: str) -> int | None:
         match = self.p[f"category_number_{lang}"].search(text)
@@ -67,6 +80,8 @@ class StructureReader:
         if counting or (wants_list and asks_tasks and self.p[f"category_word_{lang}"].search(text)):
             votes = Counter(self.corpus.task(n).category_no for n in ranked_tasks[:5] if self.corpus.task(n))
             category, count = votes.most_common(1)[0] if votes else (None, 0)
+            if self.p[f"category_word_{lang}"].search(text):
+                category, count = self._category_by_title(text) or category, CATEGORY_VOTES
             if category is not None and count >= CATEGORY_VOTES:
                 return StructureFacts("category_tasks", self._tasks_of(category), category)
             if counting:
