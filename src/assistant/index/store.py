@@ -62,29 +62,46 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DenseIndex:
-    """One embedder's FAISS index over the unit views (zh and en rows per unit)."""
+    """One embedder's FAISS index over a channel's views (rows grouped by unit).
+
+    Scoring reads the flat index's vectors once as a matrix: one matrix-vector product and a
+    per-unit maximum over its contiguous rows (``np.maximum.reduceat``) score every unit, which for a
+    few thousand views is cheaper than a FAISS top-k over all rows followed by a scatter.
+    """
 
     embedder: OfflineEmbedding
     store: FaissVectorStore
     view_units: list[str]  # row -> unit id
+    _matrix: np.ndarray = field(init=False, repr=False)
+    _order: np.ndarray = field(init=False, repr=False)
+    _starts: np.ndarray = field(init=False, repr=False)
+    _units: list[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        index = self.store.client
+        matrix = index.reconstruct_n(0, index.ntotal) if index.ntotal else np.zeros((0, index.d), np.float32)
+        order = np.argsort(np.array(self.view_units), kind="stable")  # rows of one unit together
+        units = [self.view_units[i] for i in order]
+        starts = [i for i in range(len(units)) if i == 0 or units[i] != units[i - 1]]
+        self._matrix = np.ascontiguousarray(matrix[order], dtype=np.float32)
+        self._starts = np.array(starts, dtype=np.int64)
+        self._units = [units[i] for i in starts]
+        self._order = np.empty(0, dtype=np.int64)
 
     def unit_scores(self, query_vector: np.ndarray, unit_index: dict[str, int]) -> np.ndarray:
         """Best cosine similarity per unit (max over its views), in ``unit_index`` order."""
-        faiss_index = self.store.client
-        sims, rows = faiss_index.search(query_vector.reshape(1, -1).astype(np.float32), faiss_index.ntotal)
-        positions = self._positions(unit_index)
-        found = rows[0] >= 0
-        best = np.full(len(unit_index), -1.0, dtype=np.float32)
-        np.maximum.at(best, positions[rows[0][found]], sims[0][found])
-        return best
+        sims = self._matrix @ query_vector.astype(np.float32).ravel()
+        best_per_unit = np.maximum.reduceat(sims, self._starts) if sims.size else sims
+        scores = np.full(len(unit_index), -1.0, dtype=np.float32)
+        scores[self._positions(unit_index)] = best_per_unit
+        return scores
 
     def _positions(self, unit_index: dict[str, int]) -> np.ndarray:
-        """Row -> unit position, computed once per unit order."""
-        cached = getattr(self, "_position_cache", None)
-        if cached is None or cached[0] is not unit_index:
-            cached = (unit_index, np.array([unit_index[u] for u in self.view_units], dtype=np.int64))
-            self._position_cache = cached
-        return cached[1]
+        """Unit position of each scored unit, computed once per unit order."""
+        if self._order.size != len(self._units) or getattr(self, "_for", None) is not unit_index:
+            self._order = np.array([unit_index[u] for u in self._units], dtype=np.int64)
+            self._for = unit_index
+        return self._order
 
 
 @dataclass

@@ -105,10 +105,11 @@ def evidence(snapshot: Snapshot, analysis: QueryAnalysis, scores: dict[str, np.n
     if neighbours is None:
         examples = snapshot.scope.examples if snapshot.scope is not None else None
         neighbours = examples.features(scope_vectors(snapshot, analysis)) if examples is not None else {}
+    asked = set(analysis.asked)
     return compute_features(EvidenceInput(
         lang=analysis.lang, scores=scores, fused=fused, asked=analysis.asked,
-        unmet_top3=frozenset(check.unmet(analysis.text, top_texts, set(analysis.asked))),
-        unmet_top2=frozenset(check.unmet(analysis.text, top_texts[:2], set(analysis.asked))),
+        unmet_top3=frozenset(check.unmet(analysis.text, top_texts, asked) if asked else ()),
+        unmet_top2=frozenset(check.unmet(analysis.text, top_texts[:2], asked) if asked else ()),
         places=analysis.places, lexical=_lexical(snapshot, analysis.scope_text, order[0][0]) if order else {},
         neighbours=neighbours))
 
@@ -234,18 +235,20 @@ def run(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecutor | None,
     if not decision.in_scope:  # nothing is cited for "none": the nearest units are only related
         for hit in hits:
             hit.support = False
+    terms = None
     for hit in hits:
         if hit.support:
-            hit.quote = {lang: _quote(snapshot, analysis, text) for lang, text in (("zh", hit.text),
-                                                                                  ("en", hit.text_en)) if text}
+            terms = terms if terms is not None else snapshot.relevance.terms(analysis.text)
+            hit.quote = {lang: _quote(snapshot, terms, text) for lang, text in (("zh", hit.text),
+                                                                               ("en", hit.text_en)) if text}
     timings["answerability"] = (time.perf_counter() - stage) * 1000
     timings["total"] = (time.perf_counter() - started) * 1000
     return SearchResult(query, analysis, decision, hits, timings, resolved_query=resolved,
                         followup=resolution.kind, structure=structure)
 
 
-def _quote(snapshot: Snapshot, analysis: QueryAnalysis, text: str) -> int:
+def _quote(snapshot: Snapshot, terms: list, text: str) -> int:
     """The sentence of a support unit that best answers the question (what the answer leads with)."""
     if len(sentences(text)) < 2:
         return 0
-    return snapshot.relevance.best_sentence(snapshot.relevance.terms(analysis.text), text)
+    return snapshot.relevance.best_sentence(terms, text)

@@ -73,6 +73,7 @@ class ClauseRelevance:
         self.analyzer = analyzer
         self._units = [_Text(t, analyzer) for t in unit_texts]
         self._idf: dict[str, float] = {}
+        self._prepared: dict[str, tuple[_Text, list[_Text]]] = {}  # unit texts and sentences: a fixed set
         self._lock = threading.Lock()
         groups_of: dict[str, list[int]] = {}
         for number, group in enumerate(thesaurus):
@@ -157,15 +158,22 @@ class ClauseRelevance:
             return 0.0
         weights = [self.idf(t) for t in terms]
         total = sum(weights) or 1.0
-        whole = _Text(text, self.analyzer)
+        whole, clauses = self._prepare(text)
         anywhere = sum(w for t, w in zip(terms, weights, strict=True) if _holds(t, whole))
-        best_clause = 0.0
-        for clause in _CLAUSE.split(text):
-            if clause.strip():
-                prepared = _Text(clause, self.analyzer)
-                best_clause = max(best_clause, sum(w for t, w in zip(terms, weights, strict=True)
-                                                   if _holds(t, prepared)))
+        best_clause = max((sum(w for t, w in zip(terms, weights, strict=True) if _holds(t, clause))
+                           for clause in clauses), default=0.0)
         return (best_clause + 0.5 * anywhere) / total
+
+    def _prepare(self, text: str) -> tuple[_Text, list[_Text]]:
+        """A text and its clauses ready for matching, memoised (units and their sentences recur)."""
+        prepared = self._prepared.get(text)
+        if prepared is None:
+            prepared = (_Text(text, self.analyzer),
+                        [_Text(c, self.analyzer) for c in _CLAUSE.split(text) if c.strip()])
+            with self._lock:
+                if len(self._prepared) < 20_000:
+                    self._prepared[text] = prepared
+        return prepared
 
     def best_sentence(self, terms: Sequence[Term], text: str) -> int:
         """Index of the sentence that aligns best with the question (0 when none does clearly)."""
@@ -209,7 +217,9 @@ def rerank(relevance: ClauseRelevance, question: str, fused: list[tuple[int, flo
     whether a unit may be cited for a topical question (not the notice or distribution list).
     """
     terms = relevance.terms(question)
-    head = [(p, s) for p, s in fused[:RERANK_WINDOW] if eligible(p)]
+    # without re-ordering only the support candidates need their alignment
+    window = RERANK_WINDOW if reorder or list_question else MAX_SUPPORT + 2
+    head = [(p, s) for p, s in fused[:window] if eligible(p)]
     if not head:
         return RerankResult(list(fused), {}, [])
     top = max(s for _, s in head) or 1.0
