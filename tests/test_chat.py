@@ -87,9 +87,7 @@ def test_equity_cap_follow_up(assistant):
 
 
 @pytest.mark.parametrize(("question", "follow_up"), [
-    pytest.param("签证方面有哪些便利措施？", "第二条详细说说", marks=pytest.mark.xfail(
-        reason="the pipeline pins task 2 for 第二条 (query analysis reads it as a task number) before the "
-               "follow-up stage's ordinal; retrieval/pipeline.py", strict=False)),
+    ("签证方面有哪些便利措施？", "第二条详细说说"),  # an ordinal, not task 2: the follow-up stage reads it first
     ("List the green finance measures", "tell me more about the second one"),
 ])
 def test_ordinal_follow_up_picks_the_cited_unit(assistant, question, follow_up):
