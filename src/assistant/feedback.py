@@ -18,11 +18,13 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal
+
+from assistant.sqlite_connections import ThreadConnections
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +94,8 @@ class FeedbackStore:
         self.path = Path(path)
         self.timeout = timeout
         self.read_only = read_only
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._connections = ThreadConnections(self.path, _SCHEMA, timeout, read_only=read_only)
         self._write_lock = threading.Lock()
-        self._ready = False
 
     @classmethod
     def from_settings(cls, settings: Any) -> FeedbackStore:
@@ -120,36 +119,8 @@ class FeedbackStore:
         """The file or its folder exists but may not be written (sqlite then only says "unable to open")."""
         return any(p.exists() and not os.access(p, os.W_OK) for p in (self.path, self.path.parent))
 
-    def _open(self) -> sqlite3.Connection:
-        if self.read_only:
-            uri = f"{self.path.resolve().as_uri()}?mode=ro"
-            conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, check_same_thread=False)
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False)
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-            if not self.read_only:
-                conn.execute("PRAGMA synchronous = NORMAL")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
     def _connection(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._open()
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
-        if not self._ready and not self.read_only:
-            with self._lock:
-                if not self._ready:  # WAL is a property of the file: set once, with the schema
-                    conn.execute("PRAGMA journal_mode = WAL")
-                    conn.executescript(_SCHEMA)
-                    self._ready = True
-        return conn
+        return self._connections.get()
 
     @contextmanager
     def _guard(self, action: str) -> Iterator[sqlite3.Connection]:
@@ -162,12 +133,7 @@ class FeedbackStore:
 
     def close(self) -> None:
         """Close every thread's connection (at shutdown)."""
-        with self._lock:
-            for conn in self._connections:
-                with suppress(sqlite3.Error):
-                    conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._connections.close()
 
     # --- writing -----------------------------------------------------------------------------
     def add(self, rating: str, question: str, answer: str, citations: Iterable[Any] = (),

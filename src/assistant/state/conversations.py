@@ -20,10 +20,12 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from assistant.sqlite_connections import ThreadConnections
 
 log = logging.getLogger(__name__)
 
@@ -160,39 +162,13 @@ class SqliteConversationStore(ConversationStore):
         super().__init__(max_conversations, ttl_seconds, max_turns, clock=clock)
         self.path = Path(path)
         self.busy_timeout = float(busy_timeout)
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._connections = ThreadConnections(self.path, _SCHEMA, self.busy_timeout, isolation_level=None)
         # One writer per process at a time (sqlite's busy handler is not fair between threads).
         self._write_lock = threading.Lock()
-        self._ready = False
 
     # --- connections -----------------------------------------------------------------------
-    def _open(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, check_same_thread=False, isolation_level=None)
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            conn.execute("PRAGMA synchronous = NORMAL")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
     def _connection(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._open()
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
-        if not self._ready:
-            with self._lock:
-                if not self._ready:  # WAL is a property of the file: set once, with the schema
-                    conn.execute("PRAGMA journal_mode = WAL")
-                    conn.executescript(_SCHEMA)
-                    self._ready = True
-        return conn
+        return self._connections.get()
 
     def _problem(self, exc: BaseException, action: str) -> ConversationUnavailable:
         text = str(exc).lower()
@@ -225,12 +201,7 @@ class SqliteConversationStore(ConversationStore):
                 raise self._problem(exc, action) from exc
 
     def close(self) -> None:
-        with self._lock:
-            for conn in self._connections:
-                with suppress(sqlite3.Error):
-                    conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._connections.close()
 
     # --- the interface -----------------------------------------------------------------------
     def get(self, conversation_id: str) -> Conversation | None:
