@@ -87,6 +87,15 @@ def _citation_json(citation: Any) -> Any:
     return to_json() if callable(to_json) else citation
 
 
+def feedback_values(rating: str, reason: str | None, citations: Iterable[Any]) -> tuple[str, str | None, str]:
+    """A rating checked and made storable (timestamp, trimmed reason, citations as JSON), for every store."""
+    if rating not in RATINGS:
+        raise ValueError(f"rating must be 'up' or 'down', not {rating!r}")
+    reason = (reason.strip() or None) if reason else None
+    payload = json.dumps([_citation_json(c) for c in citations], ensure_ascii=False, default=str)
+    return datetime.now(UTC).isoformat(timespec="milliseconds"), reason, payload
+
+
 class FeedbackStore:
     """Thread-safe SQLite store of answer ratings at ``path`` (created on first use)."""
 
@@ -139,11 +148,7 @@ class FeedbackStore:
     def add(self, rating: str, question: str, answer: str, citations: Iterable[Any] = (),
             reason: str | None = None, conversation_id: str | None = None) -> int:
         """Store one rating and return its row id."""
-        if rating not in RATINGS:
-            raise ValueError(f"rating must be 'up' or 'down', not {rating!r}")
-        reason = (reason.strip() or None) if reason else None
-        payload = json.dumps([_citation_json(c) for c in citations], ensure_ascii=False, default=str)
-        created = datetime.now(UTC).isoformat(timespec="milliseconds")
+        created, reason, payload = feedback_values(rating, reason, citations)
         # One writer per process at a time: sqlite's busy handler polls with back-off and is not
         # fair, so many threads racing for the lock could starve one past the timeout.
         with self._write_lock, self._guard("store feedback") as conn, conn:

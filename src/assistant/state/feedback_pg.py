@@ -10,16 +10,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 from assistant.feedback import (
     COLUMNS,
-    RATINGS,
     FeedbackRecord,
     FeedbackStore,
     FeedbackUnavailable,
-    _citation_json,
+    feedback_values,
 )
 from assistant.state.postgres import PgPool
 
@@ -66,11 +64,7 @@ class PostgresFeedbackStore:
     def add(self, rating: str, question: str, answer: str, citations: Iterable[Any] = (),
             reason: str | None = None, conversation_id: str | None = None) -> int:
         """Store one rating and return its row id."""
-        if rating not in RATINGS:
-            raise ValueError(f"rating must be 'up' or 'down', not {rating!r}")
-        reason = (reason.strip() or None) if reason else None
-        payload = json.dumps([_citation_json(c) for c in citations], ensure_ascii=False, default=str)
-        created = datetime.now(UTC).isoformat(timespec="milliseconds")
+        created, reason, payload = feedback_values(rating, reason, citations)
         with self._db.transaction("store feedback") as conn:
             row = conn.execute(
                 "INSERT INTO feedback (created_at, rating, reason, question, answer, citations, conversation_id)"
