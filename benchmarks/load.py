@@ -9,6 +9,12 @@ by itself: at ``--duration`` seconds or ``--max-requests`` requests, whichever c
     python benchmarks/load.py --mix search --rate 120          # search only, 120 requests/s offered
     python benchmarks/load.py --texts unique --mix search      # every question new (no cache hits)
     python benchmarks/load.py --url http://127.0.0.1:7860 --json out.json
+    python benchmarks/load.py --backend postgres --compare-workers 1,4 --mix search   # stateless workers
+
+With ``--backend postgres`` the started server reads the index version published in PostgreSQL
+(``ASSISTANT_BACKEND_DSN``, or ``--dsn``; ``scripts/postgres.sh start`` prints one), so its workers
+hold no index files of their own; ``--compare-workers 1,4`` runs the whole measurement once per
+worker count, each against a fresh server, and prints their throughput side by side.
 
 Two ways to drive the clients:
 
@@ -408,6 +414,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the report as JSON to this file")
     parser.add_argument("--target-p95-ms", type=float, default=100.0, help="search p95 target (reported, not enforced)")
     parser.add_argument("--target-rps", type=float, default=100.0, help="search throughput target (reported)")
+    parser.add_argument("--backend", choices=("embedded", "postgres"), default=None,
+                        help="ASSISTANT_BACKEND of the started server (default: the environment's)")
+    parser.add_argument("--dsn", help="with --backend postgres: ASSISTANT_BACKEND_DSN of the started server")
+    parser.add_argument("--compare-workers", default=None,
+                        help="e.g. 1,4: measure once per worker count (fresh servers) and compare throughput")
     args = parser.parse_args(argv)
 
     if not 1 <= args.clients <= MAX_CLIENTS:
@@ -418,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--max-requests must be 1-{MAX_REQUESTS}")
     if args.rate is not None and not 0 < args.rate <= 10_000:
         parser.error("--rate must be in (0, 10000]")
+    if args.compare_workers:
+        return compare_workers(parser, args, list(sys.argv[1:] if argv is None else argv))
+    backend_env(args)
     questions = load_questions(args.questions)
     unique = args.texts == "unique"
 
@@ -469,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {
             "config": {"url": url, "clients": args.clients, "duration_s": args.duration, "rate": args.rate,
                        "mix": args.mix, "texts": args.texts, "primed": bool(primed), "max_requests": args.max_requests,
+                       "backend": health.get("backend") or os.environ.get("ASSISTANT_BACKEND", "embedded"),
                        "workers": (args.workers or int(os.environ.get("ASSISTANT_WORKERS", "1"))) if server else None,
                        "started_server": server is not None, "command": " ".join([Path(sys.argv[0]).name,
                                                                                    *(argv or sys.argv[1:])])},
@@ -496,6 +511,58 @@ def main(argv: list[str] | None = None) -> int:
         if server is not None:
             server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def backend_env(args: argparse.Namespace) -> None:
+    """``--backend`` and ``--dsn`` as the started server's environment (this script's own process)."""
+    if args.url:
+        return
+    if args.backend is not None:
+        os.environ["ASSISTANT_BACKEND"] = args.backend
+    if args.dsn:
+        os.environ["ASSISTANT_BACKEND_DSN"] = args.dsn
+
+
+def _without(argv: list[str], *flags: str) -> list[str]:
+    """``argv`` without ``flags`` and their values (``--flag value`` and ``--flag=value``)."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item in flags:
+            skip = True
+        elif not item.startswith(tuple(f"{flag}=" for flag in flags)):
+            out.append(item)
+    return out
+
+
+def compare_workers(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
+    """One full measurement per worker count (``--compare-workers 1,4``), each on a fresh server; a summary."""
+    if args.url:
+        parser.error("--compare-workers starts its own servers: leave out --url")
+    try:
+        counts = [int(n) for n in args.compare_workers.split(",") if n.strip()]
+    except ValueError:
+        parser.error("--compare-workers must be worker counts, e.g. 1,4")
+    if not counts or not all(1 <= n <= 32 for n in counts):
+        parser.error("--compare-workers: each count must be 1-32")
+    base = _without(argv, "--compare-workers", "--workers", "--json")
+    reports, code = [], 0
+    with tempfile.TemporaryDirectory(prefix="load-compare-") as tmp:
+        for workers in counts:
+            out = Path(tmp) / f"{workers}.json"
+            code |= main([*base, "--workers", str(workers), "--json", str(out)])
+            reports.append((workers, json.loads(out.read_text(encoding="utf-8"))))
+    backend = reports[0][1]["config"].get("backend")
+    print(f"\nworkers compared ({backend} backend, {args.clients} clients, {args.duration:g} s each)")
+    print(f"{'workers':>7} {'endpoint':<8} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'errors':>7} {'CPU ms/req':>10}")
+    for workers, report in reports:
+        for name, row in report["endpoints"].items():
+            print(f"{workers:>7} {name:<8} {row['throughput_rps']:>8.1f} {row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} "
+                  f"{row['errors']:>7} {report['server_cpu_ms_per_request'] or 0:>10.2f}")
+    if args.json:
+        args.json.write_text(json.dumps([r for _, r in reports], ensure_ascii=False, indent=2), encoding="utf-8")
+    return code
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ def test_out_of_scope_rendering(engine):
     question = "外国人能在厦门买房吗？"
     result = engine.search(question)
     weak = dataclasses.replace(result, decision=dataclasses.replace(result.decision, coverage="none"))
-    markdown, citations, mode = compose_answer(weak, engine.corpus, question, "zh")
+    markdown, citations, mode, _related = compose_answer(weak, engine.corpus, question, "zh")
     assert mode == "out_of_scope"
     assert citations == []
     assert markdown.startswith("该方案（厦府〔2026〕88号）未涉及这一问题。")
@@ -103,7 +103,7 @@ def test_out_of_scope_rendering(engine):
 
     english = engine.search("Can foreigners buy an apartment in Xiamen?")
     english = dataclasses.replace(english, decision=dataclasses.replace(english.decision, coverage="none"))
-    markdown, citations, mode = compose_answer(english, engine.corpus, "Can foreigners buy an apartment?", "en")
+    markdown, citations, mode, _ = compose_answer(english, engine.corpus, "Can foreigners buy an apartment?", "en")
     assert mode == "out_of_scope" and citations == []
     assert markdown.startswith("The plan (厦府〔2026〕88号) does not address this.")
     assert "Possibly related" in markdown and "Yes." not in markdown
@@ -158,7 +158,7 @@ def test_body_question_cites_a_passage(engine):
     question = "How will the plan be implemented and who is responsible?"
     result = engine.search(question)
     result = dataclasses.replace(result, decision=dataclasses.replace(result.decision, coverage="full"))
-    markdown, citations, mode = compose_answer(result, engine.corpus, question, "en")
+    markdown, citations, mode, _related = compose_answer(result, engine.corpus, question, "en")
     assert mode == "extractive"
     assert citations[0].task is None and citations[0].section_id is not None
     assert citations[0].text_en  # English summary for an English question

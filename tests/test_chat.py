@@ -358,3 +358,15 @@ def test_lookups_never_go_to_the_llm(engine, settings, fake_llm):
 
 def lead_has_task(answer: Answer, number: int) -> bool:
     return f"[Task {number}]" in answer.answer.split("\n\n")[0]
+
+
+def test_related_units_are_listed_stored_and_counted_by_ordinals(assistant):
+    first = assistant.ask("外资能办养老院吗？")
+    assert first.related and not set(first.related) & set(unit_ids(first.citations))
+    assert "相关条目" in first.answer and first.to_json()["related"] == first.related
+    turns = assistant.history(first.conversation_id)
+    assert turns[0].related_units == first.related
+    assert turns[0].shown_units == unit_ids(first.citations) + first.related
+    position = len(first.citations) + 1  # the first related unit, counted after the citations
+    follow = assistant.ask(f"第{'一二三四五六'[position - 1]}个详细说说", first.conversation_id)
+    assert unit_ids(follow.citations)[:1] == first.related[:1]

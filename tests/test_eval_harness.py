@@ -15,9 +15,7 @@ from assistant.evaluation.dataset import (
     build_qrels,
     load_conversations,
     load_questions,
-    overlap_rates,
     sample,
-    shares_run,
 )
 from assistant.evaluation.metrics import (
     RETRIEVAL_METRICS,
@@ -31,6 +29,7 @@ from assistant.evaluation.metrics import (
     retrieval_metrics,
     top3_task,
 )
+from assistant.evaluation.overlap import overlap_rates, shares_run
 from assistant.evaluation.results import AnswerRecord, Rate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -450,7 +449,7 @@ def test_report_files_and_results(small_run, engine):
     assert set(raw) == RESULT_KEYS
     results = EvalResults.model_validate(raw)  # the file is the model
     assert results.split == "blind" and results.limit == 13 and results.dataset.questions == 13
-    assert results.dataset.files["blind"].rows == 300 and results.dataset.files["conversations"].rows == 48
+    assert results.dataset.files["blind"].rows == 300 and results.dataset.files["conversations_blind"].rows == 48
     assert results.dataset.conversations == 4 and len(results.dataset.files["blind"].sha256) == 64
     assert {m["name"] for m in results.system.models} == {"use", "e5"}
     configs = results.retrieval.configs

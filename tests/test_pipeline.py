@@ -89,3 +89,71 @@ def test_a_self_contained_question_drags_no_old_context(engine):
                              context=[_turn("外资做VPN持股上限多少？", ["task:1"])])
     assert switched.followup == "none" and switched.resolved_query is None
     assert [h.unit_id for h in switched.hits] == [h.unit_id for h in alone.hits]
+
+
+def test_e5_scores_the_whole_question_and_use_also_its_asking_clause(engine):
+    from assistant.retrieval.pipeline import _retriever_texts
+
+    question = ("We're a Dutch studio of twelve people making mobile games, based in Rotterdam — could we run our "
+                "overseas publishing of games from an office in Xiamen?")
+    analysis = engine.snapshot.analyzer.analyse(question)
+    texts = _retriever_texts(engine.snapshot, analysis, engine.retriever_names)
+    assert analysis.focus and texts["e5"] == [analysis.text] and texts["e5_k"] == [analysis.text]
+    assert texts["use"] == [analysis.text, analysis.focus] and texts["bm25"] == [analysis.text, analysis.focus]
+    # the neighbour features read the same vectors: no search encodes a second text with e5
+    engine.clear_query_cache()
+    engine.search(question)
+    assert len(engine.snapshot.encoders["e5"]) == 1
+
+
+def test_an_ordinal_counts_through_the_related_units_the_answer_listed(engine):
+    last = TurnRecord("外资能办养老院吗？", "外资能办养老院吗？", ["task:17"], "full", "zh",
+                      related_units=["task:16", "task:15"])
+    result = engine.search("第三个具体说说", context=[last])
+    assert result.followup == "ordinal" and result.hits[0].unit_id == "task:15" and result.hits[0].support
+    # the turn is about that unit: it is retrieved (and remembered) with the unit's own text
+    assert result.resolved_query and result.resolved_query[:12] in engine.index.node("task:15").text
+    mixed = engine.search("first one 详细讲讲", context=[last])  # an English ordinal in a Chinese question
+    assert mixed.followup == "ordinal" and mixed.hits[0].unit_id == "task:17"
+    beyond = engine.search("第五个呢", context=[last])  # a position the answer never listed: its topic
+    assert beyond.followup == "attachment" and beyond.hits[0].unit_id == "task:17"
+
+
+def test_a_short_question_without_cues_is_also_read_as_a_continuation(engine):
+    turns = [_turn("离境退税厦门有吗？", ["task:38"])]
+    alone = engine.search("退多少？")
+    continued = engine.search("退多少？", context=turns)
+    assert alone.coverage == "none"
+    assert continued.coverage == "partial" and continued.support and continued.support[0].unit_id == "task:38"
+    assert continued.followup == "attachment" and "退税" in continued.resolved_query
+    # a short question with a topic of its own is kept as it is: a topic switch
+    switched = engine.search("数字人民币能跨境结算吗？", context=turns)
+    assert switched.followup == "none" and switched.support[0].unit_id == "task:36"
+
+
+def test_the_lead_tasks_annex_neighbours_follow_the_cited_units(engine):
+    from assistant.retrieval.neighbours import neighbours_after_support
+
+    nodes = engine.index.nodes
+    position = {n.node_id: i for i, n in enumerate(nodes)}
+    order = [(position[u], 1.0 - i / 10) for i, u in enumerate(["task:14", "task:80", "task:43", "task:13"])]
+    moved = neighbours_after_support(order, [position["task:14"]], nodes)
+    assert [nodes[p].node_id for p, _ in moved] == ["task:14", "task:13", "task:80", "task:43"]
+    # a neighbour in another category, or a lead that is a body section, moves nothing
+    other = [(position[u], 1.0) for u in ["task:24", "task:9", "task:25"]]  # 24 and 25: another category
+    assert nodes[other[0][0]].metadata["category_no"] != nodes[other[1][0]].metadata["category_no"]
+    assert neighbours_after_support(other, [other[0][0]], nodes) == other
+    assert [nodes[p].node_id for p, _ in neighbours_after_support(other, [other[1][0]], nodes)] == [
+        "task:24", "task:9", "task:25"]  # task 9's neighbours (8, 10) are not ranked
+    section = [(position["section:5"], 1.0), (position["task:104"], 0.9)]
+    assert neighbours_after_support(section, [section[0][0]], nodes) == section
+
+
+
+def test_a_substituted_object_the_cited_units_never_name_is_not_answered_fully(engine):
+    taiwan = engine.search("那台湾律师呢？", context=[_turn("香港律师能在厦门执业吗？", ["task:83"])])
+    assert taiwan.followup == "substitution" and "台湾律师" in taiwan.resolved_query
+    assert taiwan.coverage == "partial" and taiwan.support[0].unit_id == "task:83"
+    nurses = engine.search("那外国护士呢？", context=[_turn("外籍医生能在厦门开诊所吗？", ["task:13"])])
+    assert nurses.followup == "substitution" and nurses.coverage == "full"  # task 14 names nurses
+    assert nurses.support[0].unit_id == "task:14"

@@ -80,7 +80,8 @@ def test_round_trip_keeps_turns_in_order_with_all_fields(make_store):
     store = make_store()
     conv = store.create()
     assert len(conv.id) == 32 and conv.turns == []
-    turns = [turn(1), turn(2, coverage="partial", lang="en", cited_units=[]), turn(3, coverage="none")]
+    turns = [turn(1, related_units=["task:9", "section:3.1"]), turn(2, coverage="partial", lang="en", cited_units=[]),
+             turn(3, coverage="none")]
     for t in turns:
         store.append(conv.id, t)
     got = store.get(conv.id)
@@ -89,6 +90,7 @@ def test_round_trip_keeps_turns_in_order_with_all_fields(make_store):
     assert got.turns == turns
     assert got.updated_at >= got.created_at
     assert store.count() == 1
+    assert got.turns[0].shown_units == ["task:1", "section:2.1", "task:9", "section:3.1"]
 
 
 def test_max_turns_trims_oldest(make_store):
@@ -314,3 +316,28 @@ def test_pg_unreachable_is_a_clear_error():
     assert "secret" not in str(info.value)
     with pytest.raises(FeedbackUnavailable, match="unavailable"):
         PostgresFeedbackStore(dsn, timeout=1.0)
+
+
+def test_a_sqlite_file_of_the_older_schema_gains_the_related_units_column(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as conn:  # the schema before related units were stored
+        conn.executescript("""
+            CREATE TABLE conversations (id TEXT PRIMARY KEY, created_at REAL NOT NULL, updated_at REAL NOT NULL);
+            CREATE TABLE conversation_turns (conversation_id TEXT NOT NULL, seq INTEGER NOT NULL,
+                question TEXT NOT NULL, resolved_query TEXT NOT NULL, cited_units TEXT NOT NULL DEFAULT '[]',
+                coverage TEXT NOT NULL, lang TEXT NOT NULL, created_at REAL NOT NULL,
+                PRIMARY KEY (conversation_id, seq));""")
+        now = time.time()
+        conn.execute("INSERT INTO conversations VALUES ('old', ?, ?)", (now, now))
+        conn.execute("INSERT INTO conversation_turns VALUES ('old', 1, 'q', 'q', '[\"task:1\"]', 'full', 'zh', ?)",
+                     (now,))
+    store = SqliteConversationStore(path)
+    try:
+        old = store.get("old")
+        assert old is not None and old.turns[0].cited_units == ["task:1"] and old.turns[0].related_units == []
+        store.append("old", turn(2, related_units=["task:3"]))
+        assert store.get("old").turns[-1].related_units == ["task:3"]
+    finally:
+        store.close()

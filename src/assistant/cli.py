@@ -128,16 +128,19 @@ def load_engine(rebuild: str = "if_needed"):
 def ingest(
     if_needed: bool = typer.Option(False, "--if-needed", help="Only build when the index is missing or stale."),
 ) -> None:
-    """Build the index (embeddings, FAISS, BM25, scope calibration) under index/."""
+    """Build the index (embeddings, FAISS, BM25, scope calibration) under index/; with ASSISTANT_BACKEND=postgres
+    also publish it to PostgreSQL as a new version."""
     import time
 
     started = time.perf_counter()
     engine = load_engine("if_needed" if if_needed else "always")
     manifest = engine.index.manifest
+    db = getattr(engine.index, "db", None)  # a version published in PostgreSQL
+    where = f"{db.where} as version {engine.index.version}" if db is not None else engine.index.folder
     typer.echo(
         f"index ready: {manifest['units']} units, embedders {', '.join(manifest['embedders'])}"
         f"{', bm25' if manifest['bm25'] else ''}; built {manifest['built_at']} "
-        f"({time.perf_counter() - started:.1f} s) at {engine.index.folder}",
+        f"({time.perf_counter() - started:.1f} s) at {where}",
         err=True,
     )
 

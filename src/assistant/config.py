@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -38,6 +38,15 @@ class Settings(BaseSettings):
     state_dsn: str | None = Field(
         None, description="PostgreSQL DSN for shared state (conversations, feedback); unset = SQLite files.")
     conversation_db: Path | None = Field(None, description="SQLite file for conversation memory.")
+    # --- search backend: the index files of this machine, or one index published in PostgreSQL ------
+    backend: Literal["embedded", "postgres"] = Field(
+        "embedded", description="Where searches read the index: 'embedded' (FAISS + bm25s files under index/, "
+        "per process) or 'postgres' (the version published in PostgreSQL + pgvector; stateless workers).")
+    backend_dsn: str | None = Field(
+        None, description="PostgreSQL DSN of the search backend; unset = ASSISTANT_STATE_DSN.")
+    backend_schema: str = Field(
+        "assistant_index", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="Schema holding the published index versions (a lower-case SQL identifier).")
     native_dir: Path | None = Field(None, description="Cache of engines compiled for this CPU (the fast e5 engine).")
 
     # --- retrieval ----------------------------------------------------------------------
@@ -78,6 +87,11 @@ class Settings(BaseSettings):
     lookup: bool = True
     query_focus: bool = Field(True, description="Weigh the asking clause of a long question above its context "
                               "clauses (the analysis stage's focus).")
+    # e5 is the costly encoder (its time grows with the tokens of a batch): scoring the asking clause
+    # as a second e5 text cost long questions ~5 ms and gave nothing on the dev split (nDCG@10 0.957 both
+    # ways); BM25 and the embedders listed here score the clause too.
+    focus_embedders: list[str] = Field(["use"], description="Dense embedders that also score the asking clause "
+                                       "of a long question (BM25 always does); JSON list.")
     # Measured on the dev split's follow-ups (benchmarks/followup_context.py): the earlier citations as a
     # fused list cost attached follow-ups more than they gave (0: 15/21 right, 0.1: 14/21, 0.25: 12/21); a
     # narrowing follow-up ("which of those …") always weighs them fully.
@@ -142,6 +156,18 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.lstrip().startswith("["):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _backend_needs_dsn(self) -> Settings:
+        if self.backend == "postgres" and not self.index_dsn:
+            raise ValueError("ASSISTANT_BACKEND=postgres needs a database: set ASSISTANT_BACKEND_DSN "
+                             "(or ASSISTANT_STATE_DSN), e.g. the DSN `bash scripts/postgres.sh start` prints")
+        return self
+
+    @property
+    def index_dsn(self) -> str | None:
+        """The search backend's DSN: ``backend_dsn``, else the shared-state ``state_dsn``."""
+        return self.backend_dsn or self.state_dsn
 
     # Derived paths: explicit settings win, otherwise they hang off ``home``.
     @property

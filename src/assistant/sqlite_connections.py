@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
@@ -17,8 +18,10 @@ class ThreadConnections:
     """One connection per thread to ``path``; the schema is applied by the first writable one."""
 
     def __init__(self, path: Path, schema: str, timeout: float, *, read_only: bool = False,
-                 isolation_level: str | None = "") -> None:
+                 isolation_level: str | None = "",
+                 migrate: Callable[[sqlite3.Connection], None] | None = None) -> None:
         self.path = path
+        self.migrate = migrate  # brings a file of an older schema up to date, after the schema
         self.schema = schema
         self.timeout = timeout
         self.read_only = read_only
@@ -58,6 +61,8 @@ class ThreadConnections:
                 if not self._ready:  # WAL is a property of the file: set once, with the schema
                     conn.execute("PRAGMA journal_mode = WAL")
                     conn.executescript(self.schema)
+                    if self.migrate is not None:
+                        self.migrate(conn)
                     self._ready = True
         return conn
 

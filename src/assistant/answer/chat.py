@@ -118,19 +118,21 @@ class Assistant:
         result = self.engine.search(question, top_k=SEARCH_TOP_K, context=turns)
         resolved = result.resolved_query or question
         composed_at = time.perf_counter()
-        markdown, citations, mode = compose_answer(result, self.engine.corpus, resolved, lang)
+        markdown, citations, mode, related = compose_answer(result, self.engine.corpus, resolved, lang)
         notice: str | None = None
         timings = dict(result.timings_ms)
         timings["compose"] = (time.perf_counter() - composed_at) * 1000
         if self.settings.llm_base_url and mode in ("extractive", "partial"):
             markdown, citations, mode, notice = self._generate(result, resolved, lang, markdown, citations, timings)
+            if mode == "generative":
+                related = []  # a generated answer lists no related units
         stored_at = time.perf_counter()
-        turn = TurnRecord(question, resolved, unit_ids(citations), result.coverage, lang)
+        turn = TurnRecord(question, resolved, unit_ids(citations), result.coverage, lang, related_units=related)
         conversation_id, ended = self._remember(conversation_id, turn)
         timings["store"] = (time.perf_counter() - stored_at) * 1000
         timings["answer_total"] = (time.perf_counter() - started) * 1000
         return Answer(answer=markdown, citations=citations, in_scope=result.in_scope, coverage=result.coverage,
-                      lang=lang, conversation_id=conversation_id, mode=mode, notice=notice,
+                      lang=lang, conversation_id=conversation_id, mode=mode, notice=notice, related=related,
                       resolved_query=resolved if resolved != question else None,
                       conversation_reset=reset or ended, timings_ms=timings)
 

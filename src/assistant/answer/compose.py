@@ -11,6 +11,7 @@ covers the question fully, partly or not at all all come from the :class:`Search
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from assistant.answer.cards import (
     META_SECTIONS,
@@ -35,6 +36,18 @@ def _word_set(text: str) -> frozenset[str]:
 
 
 RELATED_SHOWN = 3
+RELATED_DEPTH = 6  # related units come from the head of the ranking only
+SEE_ALSO_WIDTH = 60  # characters of a related unit's text under an answer
+NOT_RELATED = ("section:notice", "section:distribution")
+
+
+class Composed(NamedTuple):
+    """What the composer rendered: the markdown, its citations, the mode, the units listed as related."""
+
+    markdown: str
+    citations: list[Citation]
+    mode: str
+    related: list[str]
 
 # --- question shape -----------------------------------------------------------------------
 
@@ -123,15 +136,22 @@ def _section_lead(section: Section, lang: str, quote: int = 0) -> str:
     return f"The plan body addresses this under “{heading}”: {sentence} {tag}."
 
 
-def _possibly_related(hits: list[Hit], corpus: Corpus, lang: str) -> str:
-    """The nearest units, labelled as possibly related, without citation tags."""
+def related_hits(result: SearchResult, cited: set[str]) -> list[Hit]:
+    """The units an answer lists as related, in rank order: the best ones it does not cite
+    (never the notice or the distribution list, which hold no measures)."""
+    return [h for h in result.hits[:RELATED_DEPTH] if not h.lookup and h.unit_id not in cited
+            and h.unit_id not in NOT_RELATED and (h.task is not None or h.section_id)][:RELATED_SHOWN]
+
+
+def _listed(hits: list[Hit], corpus: Corpus, lang: str, width: int | None = None) -> list[str]:
+    """One line per unit: its label and its text (cut to ``width`` characters when given)."""
     items = []
-    for hit in hits[:RELATED_SHOWN]:
+    for hit in hits:
         if hit.task is not None:
             task = corpus.task(hit.task)
             if task is None:
                 continue
-            text = task.text if lang == "zh" else task.text_en
+            text = _cut(task.text if lang == "zh" else task.text_en, width)
             label = f"第{task.number}项" if lang == "zh" else f"Task {task.number}"
             items.append(f"- {label}（{task.category}）：{text}" if lang == "zh"
                          else f"- {label} ({task.category_en}): {text}")
@@ -141,19 +161,33 @@ def _possibly_related(hits: list[Hit], corpus: Corpus, lang: str) -> str:
                 continue
             text = section.text_en if lang == "en" and section.text_en else section.text
             heading = section.heading_en if lang == "en" and section.heading_en else section.heading_path[-1]
-            items.append(f"- {heading}: {strip_end(sentences(text)[0]) if sentences(text) else text}")
+            first = strip_end(sentences(text)[0]) if sentences(text) else text
+            items.append(f"- {heading}: {_cut(first, width)}")
+    return items
+
+
+def _cut(text: str, width: int | None) -> str:
+    return text if width is None or len(text) <= width else text[:width].rstrip() + "…"
+
+
+def _see_also(hits: list[Hit], corpus: Corpus, lang: str) -> str:
+    """Related units under an answer, after its citations (an ordinal follow-up counts through both)."""
+    items = _listed(hits, corpus, lang, width=SEE_ALSO_WIDTH)
     if not items:
         return ""
-    title = ("可能相关的内容（仅供参考，并不回答这一问题）：" if lang == "zh"
-             else "Possibly related (for reference only; these do not answer the question):")
+    title = "相关条目（供参考，未作为依据引用）：" if lang == "zh" else "See also (related, not cited as support):"
     return title + "\n\n" + "\n".join(items)
 
 
-def out_of_scope_answer(result: SearchResult, corpus: Corpus, lang: str) -> str:
+def out_of_scope_answer(hits: list[Hit], corpus: Corpus, lang: str) -> str:
     statement = (f"该方案（{corpus.meta.doc_number}）未涉及这一问题。" if lang == "zh"
                  else f"The plan ({corpus.meta.doc_number}) does not address this.")
-    related = _possibly_related([h for h in result.hits if not h.lookup], corpus, lang)
-    return statement + ("\n\n" + related if related else "")
+    items = _listed(hits, corpus, lang)
+    if not items:
+        return statement
+    title = ("可能相关的内容（仅供参考，并不回答这一问题）：" if lang == "zh"
+             else "Possibly related (for reference only; these do not answer the question):")
+    return f"{statement}\n\n{title}\n\n" + "\n".join(items)
 
 
 def _no_such_task(numbers: list[int], corpus: Corpus, lang: str) -> str:
@@ -195,18 +229,18 @@ def _missing_line(result: SearchResult, lang: str) -> str:
 # --- entry point --------------------------------------------------------------------------
 
 
-def compose_answer(result: SearchResult, corpus: Corpus, question: str, lang: str
-                   ) -> tuple[str, list[Citation], str]:
-    """Markdown answer, its citations and the mode (extractive, lookup or out_of_scope)."""
+def compose_answer(result: SearchResult, corpus: Corpus, question: str, lang: str) -> Composed:
+    """Markdown answer, its citations, the mode (extractive, partial, lookup or out_of_scope) and
+    the units it lists as related."""
     lang = "zh" if lang == "zh" else "en"
     if result.lookup.valid:
         markdown, citations = lookup_answer(result, corpus, question, lang)
-        return markdown, citations, "lookup"
+        return Composed(markdown, citations, "lookup", [])
     if result.lookup.invalid:
-        return _no_such_task(result.lookup.invalid, corpus, lang), [], "lookup"
+        return Composed(_no_such_task(result.lookup.invalid, corpus, lang), [], "lookup", [])
     if result.structure is not None:
         markdown, citations = structure_answer(result, corpus, lang)
-        return markdown, citations, "extractive"
+        return Composed(markdown, citations, "extractive", [])
     # Questions about the document itself (date, meeting, number…) are answered from its metadata
     # when they name the document and the search meets its notice, preamble or distribution list.
     intents = meta_intents(question, lang)
@@ -214,30 +248,39 @@ def compose_answer(result: SearchResult, corpus: Corpus, question: str, lang: st
     if intents and meta_hit is not None and (result.in_scope or refers_to_document(question, lang)):
         section = corpus.section(meta_hit.section_id)
         if section is not None:
-            return meta_answer(corpus, intents, lang, section), [section_citation(section)], "extractive"
+            return Composed(meta_answer(corpus, intents, lang, section), [section_citation(section)], "extractive", [])
 
     support = result.support
     if not result.in_scope or not support:
-        return out_of_scope_answer(result, corpus, lang), [], "out_of_scope"
+        related = related_hits(result, set())
+        return Composed(out_of_scope_answer(related, corpus, lang), [], "out_of_scope", [h.unit_id for h in related])
 
     citations, cards = cite_units(support, corpus, lang)
-    lead_hit = support[0]
+    parts = [_lead(result, corpus, question, lang, citations), *cards]
+    if result.coverage == "partial":
+        parts.insert(1, _missing_line(result, lang))
+    related = related_hits(result, {h.unit_id for h in support})
+    see_also = _see_also(related, corpus, lang)
+    if see_also:
+        parts.append(see_also)
+    return Composed("\n\n".join(parts), citations, "extractive" if result.coverage == "full" else "partial",
+                    [h.unit_id for h in related])
+
+
+def _lead(result: SearchResult, corpus: Corpus, question: str, lang: str, citations: list[Citation]) -> str:
+    """The answer's first paragraph: what the plan says (and "Yes" when it clearly answers)."""
+    lead_hit = result.support[0]
     if len(citations) > 1 and result.analysis.wants_list:
         tags = [task_tag(c.task, lang) if c.task is not None else section_tag(corpus.section(c.section_id), lang)
                 for c in citations]
-        lead = (f"方案中有{len(tags)}处内容与此相关：{''.join(tags)}。" if lang == "zh"
+        return (f"方案中有{len(tags)}处内容与此相关：{''.join(tags)}。" if lang == "zh"
                 else f"The plan addresses this in {len(tags)} places: {' '.join(tags)}.")
-    elif lead_hit.task is not None:
+    if lead_hit.task is not None:
         alignment = lead_hit.alignment
         if result.coverage == "partial":  # never "Yes": name what the plan says, then what it does not
             alignment = min(alignment or 0.0, YES_ALIGNMENT - 0.01) if result.decision.missing else 0.0
         elif alignment is not None and alignment >= WEAK_ALIGNMENT:
             # the calibrated decision says the plan answers it: a clearly aligned lead may say "Yes"
             alignment = max(alignment, YES_ALIGNMENT)
-        lead = _task_lead(corpus.task(lead_hit.task), question, lang, lead_hit.quote.get(lang, 0), alignment)
-    else:
-        lead = _section_lead(corpus.section(lead_hit.section_id), lang, lead_hit.quote.get(lang, 0))
-    parts = [lead, *cards]
-    if result.coverage == "partial":
-        parts.insert(1, _missing_line(result, lang))
-    return "\n\n".join(parts), citations, "extractive" if result.coverage == "full" else "partial"
+        return _task_lead(corpus.task(lead_hit.task), question, lang, lead_hit.quote.get(lang, 0), alignment)
+    return _section_lead(corpus.section(lead_hit.section_id), lang, lead_hit.quote.get(lang, 0))

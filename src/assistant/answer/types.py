@@ -36,10 +36,11 @@ class Answer:
     resolved_query: str | None = None  # the stand-alone query a follow-up was resolved to
     conversation_reset: bool = False  # the given conversation id was unknown or expired: a fresh one
     timings_ms: dict[str, float] = field(default_factory=dict)
+    related: list[str] = field(default_factory=list)  # unit ids listed as related (not support), in order
 
     def to_json(self) -> dict[str, Any]:
         return {"answer": self.answer, "citations": [c.to_json() for c in self.citations],
                 "in_scope": self.in_scope, "coverage": self.coverage, "lang": self.lang,
                 "conversation_id": self.conversation_id,
                 "mode": self.mode, "notice": self.notice, "resolved_query": self.resolved_query,
-                "conversation_reset": self.conversation_reset}
+                "conversation_reset": self.conversation_reset, "related": list(self.related)}

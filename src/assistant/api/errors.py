@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from assistant.api.models import ErrorBody
 from assistant.feedback import FeedbackUnavailable
+from assistant.index.manifest import IndexUnavailable
 from assistant.state import ConversationUnavailable
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceUnavailable)
     async def _unavailable(request: Request, exc: ServiceUnavailable) -> JSONResponse:
         return error_response(503, str(exc), headers={"Retry-After": "5"})
+
+    @app.exception_handler(IndexUnavailable)
+    async def _index(request: Request, exc: IndexUnavailable) -> JSONResponse:
+        # the search backend's database is down or busy: a retryable condition, not a bug
+        return error_response(503, f"the search index is unavailable, try again shortly: {exc}",
+                              headers={"Retry-After": "5"})
 
     @app.exception_handler(FeedbackUnavailable)
     async def _feedback(request: Request, exc: FeedbackUnavailable) -> JSONResponse:

@@ -5,7 +5,8 @@ background thread here polls that link every ``ASSISTANT_INDEX_WATCH_SECONDS``; 
 somewhere new it calls ``SearchEngine.reload()``, which loads and verifies the build and then
 publishes it as one immutable snapshot. Requests already running finish on the old snapshot,
 later ones use the new; none waits for the load. A build the engine refuses (corrupt, or made
-from another corpus) is logged once and the old index keeps serving.
+from another corpus) is logged once and the old index keeps serving. With the PostgreSQL backend
+it polls the database's published version instead (workers on other machines swap too).
 """
 
 from __future__ import annotations
@@ -42,9 +43,15 @@ class IndexWatcher:
             return None
 
     def check(self) -> bool:
-        """One poll: reload when ``current`` names another build; True when a new build was swapped in."""
+        """One poll: reload when ``current`` names another build; True when a new build was swapped in.
+
+        With the PostgreSQL backend the published version lives in the database, not in a local
+        link: every poll asks ``reload()``, which costs one query while the version is unchanged.
+        """
         from assistant.index.store import IndexProblem
 
+        if self.engine.settings.backend == "postgres":
+            return self._reload_published(IndexProblem)
         published = self._published()
         if published is None or published == os.path.realpath(self.engine.index.folder):
             return False
@@ -65,6 +72,21 @@ class IndexWatcher:
             self.last_swap = time.time()
             self.last_error = None
             log.info("index watcher: now serving build %s", self.engine.index.folder.name)
+        return changed
+
+    def _reload_published(self, problem: type[Exception]) -> bool:
+        try:
+            changed = bool(self.engine.reload())
+        except (problem, OSError) as exc:  # the database is down or holds a version this worker refuses
+            if str(exc) != self.last_error:
+                log.warning("index watcher: keeping the loaded version: %s", exc)
+            self.last_error = str(exc)
+            return False
+        self.last_error = None
+        if changed:
+            self.swaps += 1
+            self.last_swap = time.time()
+            log.info("index watcher: now serving published version %s", self.engine.index.folder)
         return changed
 
     def _run(self) -> None:

@@ -48,6 +48,7 @@ def record(answer: Answer, relevance: dict[str, int], lang: str, facts: Sequence
     answerable = bool(relevance)
     return AnswerRecord(
         mode=answer.mode, coverage=answer.coverage, lang=answer.lang, cited_units=cited_units,
+        related_units=list(answer.related),
         top3_task=top3_task(cited_units, gold_main) if gold_main else None,
         citation_precision=precision if answerable else None, citation_recall=recall if answerable else None,
         fact_coverage=fact_coverage(answer.answer, facts), language_match=language_matches(answer.lang, lang),

@@ -1,8 +1,8 @@
 """The question sets: validated loading (``file:line`` errors), sampling and qrels.
 
-``eval/questions.jsonl`` is the dev set (single questions, some with a scripted ``history``);
-``eval/blind/questions.jsonl`` (300 questions with a coverage class) and
-``eval/blind/conversations.jsonl`` (48 multi-turn conversations) are the blind split. Schemas
+``eval/questions.jsonl`` is the dev set (single questions, some with a scripted ``history``) with
+``eval/dev/conversations.jsonl`` (40 conversations); ``eval/blind/questions.jsonl`` (300 questions
+with a coverage class) and ``eval/blind/conversations.jsonl`` (48 conversations) are the blind split. Schemas
 are in ``eval/README.md``. Doc ids are ``task:N`` and ``section:ID``, the ``Hit.unit_id``
 values the engine returns. Rows become :class:`EvalQuestion` or :class:`Conversation`.
 """
@@ -183,11 +183,11 @@ class ConversationTurn(BaseModel):
 
 
 class Conversation(BaseModel):
-    """One line of ``eval/blind/conversations.jsonl``: turns asked in order in one conversation."""
+    """One line of ``eval/{blind,dev}/conversations.jsonl``: turns asked in order in one conversation."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str = Field(pattern=r"^c\d{3,}$")
+    id: str = Field(pattern=r"^[cd]\d{3,}$")  # c: blind, d: dev
     lang: Lang
     turns: list[ConversationTurn] = Field(min_length=2)
 
@@ -305,14 +305,15 @@ def corpus_doc_ids(corpus: Corpus) -> set[str]:
     return {f"task:{t.number}" for t in corpus.tasks} | {f"section:{s.id}" for s in corpus.sections}
 
 
-def split_files(eval_path: Path, split: str) -> tuple[dict[str, Path], Path | None]:
-    """The question file of each split part (``{"dev": path, "blind": path}``) and the conversation
-    file (blind and all only)."""
+def split_files(eval_path: Path, split: str) -> tuple[dict[str, Path], dict[str, Path]]:
+    """The question file and the conversation file of each split part (``{"dev": path, "blind": path}``)."""
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; use dev, blind or all")
-    files = {"dev": eval_path / "questions.jsonl", "blind": eval_path / "blind" / "questions.jsonl"}
-    chosen = files if split == "all" else {split: files[split]}
-    return chosen, (eval_path / "blind" / "conversations.jsonl" if split != "dev" else None)
+    questions = {"dev": eval_path / "questions.jsonl", "blind": eval_path / "blind" / "questions.jsonl"}
+    conversations = {"dev": eval_path / "dev" / "conversations.jsonl",
+                     "blind": eval_path / "blind" / "conversations.jsonl"}
+    parts = list(questions) if split == "all" else [split]
+    return {p: questions[p] for p in parts}, {p: conversations[p] for p in parts}
 
 
 def sample(questions: Sequence[EvalQuestion], limit: int | None = None) -> list[EvalQuestion]:
@@ -337,25 +338,3 @@ def sample(questions: Sequence[EvalQuestion], limit: int | None = None) -> list[
 def build_qrels(questions: Iterable[EvalQuestion]) -> Qrels:
     """query id -> doc id -> grade, for the questions that have relevant docs."""
     return {q.id: dict(q.relevance) for q in questions if q.has_qrels}
-
-
-# --- set health (the overlap rule of eval/README.md, re-implemented) ----------------------------
-def shares_run(question: str, text: str, k: int = 6) -> bool:
-    """Whether ``question`` shares a run of ``k`` consecutive characters with ``text`` (raw, unnormalised)."""
-    return any(question[i:i + k] in text for i in range(len(question) - k + 1))
-
-
-def overlapping(question: EvalQuestion, corpus: Corpus, min_grade: int = 1, k: int = 6) -> bool:
-    """The overlap rule for one question: any k-run shared with the Chinese text of a gold task."""
-    texts = [task.text for n in question.gold_tasks(min_grade) if (task := corpus.task(n)) is not None]
-    return any(shares_run(question.question, text, k) for text in texts)
-
-
-def overlap_rates(questions: Sequence[EvalQuestion], corpus: Corpus, min_grade: int = 1) -> dict[str, dict]:
-    """Overlapping questions per split present: ``{"dev": {"n": .., "overlapping": .., "rate": .., "ids": [..]}}``."""
-    result: dict[str, dict] = {}
-    for split in sorted({q.split for q in questions}):
-        group = [q for q in questions if q.split == split]
-        hits = [q.id for q in group if overlapping(q, corpus, min_grade)]
-        result[split] = {"n": len(group), "overlapping": len(hits), "rate": len(hits) / len(group), "ids": hits}
-    return result

@@ -4,8 +4,8 @@ Per turn (``TurnResult``):
 
 - **top3**: for an answerable turn with grade-2 task gold, whether a grade-2 gold task is among the
   first three cited tasks; for an *ordinal* turn ("第二条详细说说"), whether the answer's first
-  citation is the unit the previous answer cited at position ``refers_to`` (as the system actually
-  cited it; 0 when that answer cited fewer units);
+  citation is the unit the previous answer listed at position ``refers_to`` (as the system actually
+  listed it: its citations, then the units it showed as related; 0 when it listed fewer units);
 - **answerable_none**: an answerable turn answered "none";
 - **oos_full**: an out-of-scope turn answered "full".
 
@@ -31,8 +31,9 @@ def score_turn(turn: ConversationTurn, answer: AnswerRecord, previous: AnswerRec
     if answer.error is not None:
         return None, False if (turn.kind == "ordinal" or turn.gold_tasks(2)) else None
     if turn.kind == "ordinal":
-        cited = previous.cited_units if previous is not None else []
-        expected = cited[turn.refers_to - 1] if turn.refers_to and len(cited) >= turn.refers_to else None
+        shown = ([*previous.cited_units, *(u for u in previous.related_units if u not in previous.cited_units)]
+                 if previous is not None else [])
+        expected = shown[turn.refers_to - 1] if turn.refers_to and len(shown) >= turn.refers_to else None
         return expected, expected is not None and answer.cited_units[:1] == [expected]
     if turn.coverage != "none" and turn.gold_tasks(2):
         return None, bool(answer.top3_task)

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from assistant.evaluation.dataset import Conversation, EvalQuestion, dataset_sha256, overlap_rates
+from assistant.evaluation.dataset import Conversation, EvalQuestion, dataset_sha256
+from assistant.evaluation.overlap import overlap_rates
 from assistant.evaluation.results import DatasetFile, DatasetInfo, Percentiles, SystemInfo
 
 if TYPE_CHECKING:

@@ -167,8 +167,8 @@ def _conversation_tables(results: EvalResults) -> list[str]:
     rows += [_kind_row(f"follow-ups, {lang}", s) for lang, s in conversations.by_lang.items()]
     return [f"### Conversations ({conversations.conversations} conversations, {conversations.turns} turns)\n",
             _table(header, rows),
-            "Ordinal turns score 1 when the answer's first citation is the unit the previous answer cited at "
-            "that position.\n"]
+            "Ordinal turns score 1 when the answer's first citation is the unit the previous answer listed at "
+            "that position (its citations, then the units it showed as related).\n"]
 
 
 def _latency_table(results: EvalResults) -> str:

@@ -143,6 +143,7 @@ class AnswerRecord(_Model):
     coverage: str | None = None
     lang: str | None = None
     cited_units: list[str] = Field(default_factory=list)
+    related_units: list[str] = Field(default_factory=list)  # listed after the citations as related
     top3_task: bool | None = None
     citation_precision: float | None = None
     citation_recall: float | None = None

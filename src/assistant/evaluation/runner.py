@@ -98,15 +98,15 @@ class _Data:
 
 
 def load_data(settings: Settings, corpus: Corpus, split: str, limit: int | None) -> _Data:
-    """The split's questions (sampled with ``limit``) and conversations (blind and all)."""
-    question_files, conversation_file = split_files(settings.eval_path, split)
+    """The split's questions (sampled with ``limit``) and conversations."""
+    question_files, conversation_files = split_files(settings.eval_path, split)
     every = {part: load_questions(path, corpus, part) for part, path in question_files.items()}
     questions = sample([q for part in every.values() for q in part], limit)
     conversations: list[Conversation] = []
     files = dict(question_files)
-    if conversation_file is not None:
-        conversations = load_conversations(conversation_file, corpus)
-        files["conversations"] = conversation_file
+    for part, path in conversation_files.items():
+        conversations += load_conversations(path, corpus)
+        files[f"conversations_{part}"] = path
     if not questions:
         raise DatasetError(f"no questions in split {split!r}")
     chosen = conversations[:math.ceil(limit / 4)] if limit is not None else conversations

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from assistant.config import Settings
@@ -17,6 +19,8 @@ from assistant.ingest.corpus import corpus_records
 from assistant.ingest.knowledge import Knowledge, load_knowledge
 from assistant.ingest.models import Corpus
 from assistant.ingest.vocabulary import load_vocabulary
+
+log = logging.getLogger(__name__)
 
 KNOWLEDGE_SUFFIX = "_k"  # a retriever over the knowledge views: use_k, e5_k, bm25_k
 
@@ -52,6 +56,10 @@ class IndexStale(IndexProblem):
 
 class IndexCorrupt(IndexProblem):
     pass
+
+
+class IndexUnavailable(IndexProblem):
+    """The index database cannot be reached or used; the message names it (without the password)."""
 
 
 def corpus_fingerprint(corpus: Corpus) -> str:
@@ -154,3 +162,13 @@ def verify(folder: Path, settings: Settings, corpus: Corpus, available: set[str]
     return manifest
 
 
+def dense_channels(manifest: dict, available: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """``(embedder, channel)`` of every dense channel in ``manifest`` whose embedder runs here (text
+    channels first, then knowledge); a missing embedder is logged once and its channels skipped."""
+    available = set(available)
+    for suffix in (["", KNOWLEDGE_SUFFIX] if manifest.get("knowledge") else [""]):
+        for name in manifest["embedders"]:
+            if name in available:
+                yield name, name + suffix
+            elif not suffix:
+                log.warning("index has %s vectors but the embedder is unavailable here; skipping it", name)

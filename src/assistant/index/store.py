@@ -41,6 +41,7 @@ from assistant.index.manifest import (
     IndexProblem,
     IndexStale,
     corpus_fingerprint,
+    dense_channels,
     index_config,
     read_manifest,
     unit_knowledge,
@@ -290,20 +291,13 @@ def load_index(settings: Settings, corpus: Corpus | None = None,
         docstore = SimpleDocumentStore.from_persist_path(str(folder / "docstore.json"))
         nodes = [docstore.get_node(uid) for uid in (n.node_id for n in unit_nodes(corpus))]
         dense = {}
-        suffixes = ["", KNOWLEDGE_SUFFIX] if manifest.get("knowledge") else [""]
-        for suffix in suffixes:
-            for name in manifest["embedders"]:
-                if name not in embedders:
-                    if not suffix:
-                        log.warning("index has %s vectors but the embedder is unavailable here; skipping it", name)
-                    continue
-                key = name + suffix
-                store = FaissVectorStore(faiss_index=faiss.read_index(str(folder / "dense" / f"{key}.faiss")))
-                view_units = json.loads((folder / "dense" / f"{key}.views.json").read_text(encoding="utf-8"))
-                if store.client.ntotal != len(view_units) or store.client.d != embedders[name].dim:
-                    raise IndexCorrupt(f"{key} vectors do not match the embedder; rebuild with "
-                                       "`policy-assistant ingest`")
-                dense[key] = DenseIndex(embedders[name], store, view_units)
+        for name, key in dense_channels(manifest, embedders):
+            store = FaissVectorStore(faiss_index=faiss.read_index(str(folder / "dense" / f"{key}.faiss")))
+            view_units = json.loads((folder / "dense" / f"{key}.views.json").read_text(encoding="utf-8"))
+            if store.client.ntotal != len(view_units) or store.client.d != embedders[name].dim:
+                raise IndexCorrupt(f"{key} vectors do not match the embedder; rebuild with "
+                                   "`policy-assistant ingest`")
+            dense[key] = DenseIndex(embedders[name], store, view_units)
         vocabulary = load_vocabulary(settings.annotations_path)
         analyzer = corpus_analyzer(vocabulary, corpus)
         sparse = SparseIndex.load(folder / "bm25", analyzer) if manifest.get("bm25") else None

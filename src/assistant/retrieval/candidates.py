@@ -12,8 +12,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,44 +125,60 @@ class CandidateScores:
     timings_ms: dict[str, float]
 
 
+def encoder_of(retriever: BaseRetriever) -> QueryEncoder | None:
+    """The query encoder of a dense retriever (any backend's), None for a lexical one."""
+    encoder = getattr(retriever, "encoder", None)
+    return encoder if isinstance(encoder, QueryEncoder) else None
+
+
 def _timed(retriever: Retriever, texts: Sequence[str]) -> tuple[np.ndarray, float]:
     started = time.perf_counter()
     scores = retriever.unit_scores(texts)
     return scores, (time.perf_counter() - started) * 1000
 
 
-def score_candidates(retrievers: dict[str, Retriever], names: Sequence[str], texts: Sequence[str],
-                     pool: ThreadPoolExecutor | None, extra: dict[str, Sequence[str]] | None = None
-                     ) -> CandidateScores:
-    """Run the retrievers ``names`` on ``texts``.
+def score_candidates(retrievers: dict[str, Retriever], texts: dict[str, Sequence[str]],
+                     pool: ThreadPoolExecutor | None, extra: dict[str, Sequence[str]] | None = None,
+                     meanwhile: Callable[[], object] | None = None) -> CandidateScores:
+    """Run each retriever named in ``texts`` on its texts (the question, maybe its asking clause).
 
-    With a pool, the first retriever of each embedder runs in its own thread (both engines release
-    the GIL, so on two cores e5 and USE encode side by side); ``extra`` texts for an embedder (the
-    scope model's question form) are encoded in the same batch, so they cost no second pass.
+    An embedder encodes the texts of all its retrievers and its ``extra`` texts (the scope model's
+    question form) in one batch. With a pool, every embedder but the last (in retriever order: e5)
+    encodes in a pool thread while this thread encodes with the last one (USE) — both engines
+    release the GIL, so on two cores they run side by side — and then, while the pool still works,
+    scores that embedder's retrievers and the sparse ones and runs ``meanwhile`` (query-side work of
+    later stages): the slow encoder's time hides everything that does not need its vectors.
     """
-    unknown = [n for n in names if n not in retrievers]
+    unknown = [n for n in texts if n not in retrievers]
     if unknown:
         raise ValueError(f"unknown retrievers {unknown}; available: {list(retrievers)}")
     extra = extra or {}
-    pending: dict[str, Future] = {}
-    dense = [n for n in names if isinstance(retrievers[n], DenseRetriever)]
-    encoders = {}
-    for name in dense:
-        encoders.setdefault(id(retrievers[name].encoder), (name, retrievers[name].encoder))
+    batches: dict[int, tuple[str, QueryEncoder, list[str]]] = {}
+    for name in texts:
+        encoder = encoder_of(retrievers[name])
+        if encoder is not None:
+            base = name.removesuffix(KNOWLEDGE_SUFFIX)
+            batch = batches.setdefault(id(encoder), (base, encoder, list(extra.get(base, ()))))[2]
+            batch.extend(texts[name])
     timings: dict[str, float] = {}
 
-    def encode(name: str, encoder: QueryEncoder) -> None:
+    def encode(name: str, encoder: QueryEncoder, batch: list[str]) -> None:
         started = time.perf_counter()
-        encoder.encode_many([*texts, *extra.get(name.removesuffix(KNOWLEDGE_SUFFIX), ())])
+        encoder.encode_many(list(dict.fromkeys(batch)))
         timings[f"encode_{name}"] = (time.perf_counter() - started) * 1000
 
-    if pool is not None and len(encoders) > 1:
-        pending = {name: pool.submit(encode, name, encoder) for name, encoder in encoders.values()}
-    else:
-        for name, encoder in encoders.values():
-            encode(name, encoder)
+    queued = list(batches.values())[:-1] if pool is not None else []
+    pending = {id(batch[1]): pool.submit(encode, *batch) for batch in queued} if pool is not None else {}
+    for key, batch in batches.items():
+        if key not in pending:
+            encode(*batch)
+    results = {n: _timed(retrievers[n], t) for n, t in texts.items()
+               if id(encoder_of(retrievers[n])) not in pending}  # sparse ones and the encoded dense ones
+    if meanwhile is not None:
+        meanwhile()
     for future in pending.values():
-        future.result()  # vectors now cached: every dense retriever below only searches FAISS
-    results = {n: _timed(retrievers[n], texts) for n in names}
+        future.result()  # vectors now cached: the dense retrievers below only score
+    results.update({n: _timed(retrievers[n], t) for n, t in texts.items() if n not in results})
+    results = {n: results[n] for n in texts}
     timings.update({n: r[1] for n, r in results.items()})
     return CandidateScores({n: r[0] for n, r in results.items()}, timings)

@@ -65,17 +65,23 @@ class SearchEngine:
         """Retrievers and checks for ``index``, as one snapshot (published by a single assignment,
         so a search running during a swap sees either the old state or the new, never a mix)."""
         retrievers: dict[str, Retriever] = {}
+        sparse_retriever, dense_retriever = SparseRetriever, DenseRetriever
+        if _published(index):  # read from PostgreSQL: only the candidate stage differs
+            from assistant.retrieval.pg_candidates import PgDenseRetriever, PgSparseRetriever, published_scope
+
+            sparse_retriever, dense_retriever = PgSparseRetriever, PgDenseRetriever  # type: ignore[assignment]
+            scope = scope if scope is not None else published_scope(index)  # type: ignore[arg-type]
         if index.sparse is not None:
-            retrievers["bm25"] = SparseRetriever("bm25", index, index.sparse)
+            retrievers["bm25"] = sparse_retriever("bm25", index, index.sparse)
         if index.sparse_knowledge is not None:
-            retrievers["bm25" + KNOWLEDGE_SUFFIX] = SparseRetriever("bm25" + KNOWLEDGE_SUFFIX, index,
-                                                                   index.sparse_knowledge)
+            retrievers["bm25" + KNOWLEDGE_SUFFIX] = sparse_retriever("bm25" + KNOWLEDGE_SUFFIX, index,
+                                                                    index.sparse_knowledge)
         for name, dense in sorted(index.dense.items(), key=lambda item: item[0].endswith(KNOWLEDGE_SUFFIX)):
             base = name.removesuffix(KNOWLEDGE_SUFFIX)  # use_k shares use's encoder and cached vectors
             encoder = self._encoders.get(base)
             if encoder is None or encoder.embedder is not dense.embedder:
                 encoder = self._encoders[base] = QueryEncoder(dense.embedder, self.settings.max_query_chars)
-            retrievers[name] = DenseRetriever(name, index, encoder)
+            retrievers[name] = dense_retriever(name, index, encoder)
         vocabulary = index.vocabulary
         plan_texts = [t for node in index.nodes for t in (node.text, node.metadata.get("text_en") or "")]
         answer_types = AnswerTypeCheck(vocabulary.answer_types)
@@ -92,7 +98,7 @@ class SearchEngine:
         return Snapshot(index=index, retrievers=retrievers, followup=followup, structure=structure,
                         scope=scope if scope is not None else ScopeModel.load(index.folder),
                         analyzer=analyzer, relevance=relevance, answer_types=answer_types,
-                        encoders=dict(self._encoders))
+                        encoders=dict(self._encoders), focus_embedders=frozenset(self.settings.focus_embedders))
 
     @property
     def snapshot(self) -> Snapshot:
@@ -129,21 +135,39 @@ class SearchEngine:
         settings = settings or get_settings()
         corpus = load_corpus(settings)
         embedders = available_embedders(settings)
+        load = load_index
+        if settings.backend == "postgres":  # psycopg is imported only in this mode
+            from assistant.index.pg_store import load_published, publish_build
+
+            load = load_published  # type: ignore[assignment]
+
+        def build() -> None:
+            folder = build_index(settings, corpus, embedders, progress,
+                                 before_publish=calibrator(settings, corpus, embedders))
+            if settings.backend == "postgres":  # the embedded build, then copied in as a new version
+                publish_build(settings, corpus, embedders, folder)
+
         if rebuild == "always":
-            build_index(settings, corpus, embedders, progress, before_publish=calibrator(settings, corpus, embedders))
+            build()
         try:
-            index = load_index(settings, corpus, embedders)
+            index = load(settings, corpus, embedders)
         except (IndexMissing, IndexStale) as exc:
             if rebuild == "never":
                 raise
             log.warning("%s: building the index", exc)
-            build_index(settings, corpus, embedders, progress, before_publish=calibrator(settings, corpus, embedders))
-            index = load_index(settings, corpus, embedders)
+            build()
+            index = load(settings, corpus, embedders)
         return cls(settings, corpus, index)
 
     def reload(self) -> bool:
         """Swap in a newly published index (atomically for readers); True when it changed."""
-        index = load_index(self.settings, self.corpus, {n: e.embedder for n, e in self._encoders.items()})
+        embedders = {n: e.embedder for n, e in self._encoders.items()}
+        if _published(self.index):  # one query when the published version is still the same
+            from assistant.index.pg_store import load_published
+
+            index = load_published(self.settings, self.corpus, embedders, previous=self.index)
+        else:
+            index = load_index(self.settings, self.corpus, embedders)
         if index.folder == self.index.folder:
             return False
         self._snapshot = self._build_snapshot(index, None)
@@ -162,6 +186,8 @@ class SearchEngine:
     def close(self) -> None:
         if self._encode_pool is not None:
             self._encode_pool.shutdown(wait=False)
+        if _published(self.index):
+            self.index.db.close()  # type: ignore[attr-defined]
 
     # --- search --------------------------------------------------------------------------
     def search(self, query: str, top_k: int = 10, retrievers: Sequence[str] | None = None,
@@ -176,6 +202,11 @@ class SearchEngine:
                              use_lookup=self.settings.lookup if use_lookup is None else use_lookup,
                              rerank=self.settings.rerank if rerank is None else rerank)
         return run(self._snapshot, self.settings, self._encode_pool, query, options, context)
+
+
+def _published(index: LoadedIndex) -> bool:
+    """True for a version read from PostgreSQL (``pg_store.PgLoadedIndex``), told without importing psycopg."""
+    return getattr(index, "backend", "embedded") == "postgres"
 
 
 def calibrator(settings: Settings, corpus: Corpus,

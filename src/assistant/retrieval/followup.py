@@ -4,7 +4,9 @@ Works on turn state kept as data (each earlier turn's question, resolved query, 
 coverage and language), never on rendered answers. Mechanisms, from exact to soft:
 
 - **ordinal references** ("第二条详细说说", "tell me more about the second one") pin the n-th unit
-  cited in the previous turn, exactly, like a lookup;
+  the previous answer listed (its citations, then the units it showed as related), exactly, like a
+  lookup; the turn is then about that unit (the pipeline retrieves with its text), so a later
+  "它有期限吗" refers to it; a position the answer never showed refers to its topic;
 - **substitution**: a bare noun phrase ("那医院呢？", "what about hospitals?") replaces the object of
   the previous resolved query ("外资能办养老院吗？" -> "外资能办医院吗？");
 - **attachment**: a pronoun or an attribute question ("这个谁负责？", "can their families come too?")
@@ -29,6 +31,11 @@ from typing import Literal, Protocol
 
 from assistant.text import chinese_to_int, detect_language, jieba_module
 
+# Lengths (Chinese characters, English words): a question this short may lean on the conversation
+# without any cue; one with a pronoun ("这个在厦门有没有指定的园区") may be longer.
+SHORT = {"zh": 12, "en": 8}
+WITH_PRONOUN = {"zh": 24, "en": 16}
+
 FollowupKind = Literal["none", "ordinal", "substitution", "attachment", "narrowing"]
 
 
@@ -39,6 +46,8 @@ class PriorTurn(Protocol):
     resolved_query: str
     cited_units: list[str]
     lang: str
+    # (optional) every unit the answer listed, in order: its citations, then the ones it showed as
+    # related; an ordinal reference ("the third one") counts through this list
 
 
 @dataclass(frozen=True)
@@ -93,24 +102,21 @@ class FollowupResolver:
         self.p = cues.patterns
 
     # --- cues ---------------------------------------------------------------------------
-    def _ordinal(self, question: str, lang: str, available: int) -> int | None:
-        """1-based position the question refers to ("第二条", "the second one"), -1 for the last one."""
-        if lang == "zh":
-            match = self.p["zh_ordinal"].search(question)
-            if not match:
-                return None
+    def _ordinal(self, question: str) -> int | None:
+        """1-based position the question refers to ("第二条", "the second one"), -1 for the last one.
+
+        Both languages' forms are read whatever the question's language: a mixed question
+        ("first one 详细讲讲") uses the English form inside Chinese, and the reverse.
+        """
+        match = self.p["zh_ordinal"].search(question)
+        if match:
             if match.group(3):
                 return -1
             token, unit = match.group(1), match.group(2)
-            value = int(token) if token.isdigit() else chinese_to_int(token)
-            if unit == "项" and token.isdigit():  # "第2项" names task 2; only "第二项" may be an ordinal
-                return None
-            return value if 1 <= value <= available else None
+            if not (unit == "项" and token.isdigit()):  # "第2项" names task 2; only "第二项" may be an ordinal
+                return int(token) if token.isdigit() else chinese_to_int(token)
         match = self.cues.en_ordinal.search(question)
-        if not match:
-            return None
-        value = self.cues.en_ordinals[(match.group(1) or match.group(2)).lower()]
-        return value if value == -1 or 1 <= value <= available else None
+        return self.cues.en_ordinals[(match.group(1) or match.group(2)).lower()] if match else None
 
     def _strip(self, question: str, lang: str) -> str:
         """The fragment without lead-in ("那", "what about") and final particles or punctuation."""
@@ -128,16 +134,30 @@ class FollowupResolver:
         rest = self.p[f"{lang}_generic"].sub(" " if lang == "en" else "", attribute.sub(" ", text)).strip()
         return bool(attribute.search(text)) and not rest
 
+    @staticmethod
+    def _length(question: str, lang: str) -> int:
+        """Chinese: characters, an embedded Latin word counting one ("它包括 biological samples 吗": 6);
+        English: words."""
+        if lang != "zh":
+            return len(question.split())
+        return len(re.sub(r"[A-Za-z0-9][\w'-]*", "x", re.sub(r"\s", "", question)))
+
+    def _is_short(self, question: str, lang: str) -> bool:
+        return self._length(question.strip(), lang) <= SHORT[lang if lang == "zh" else "en"]
+
+    def _has_pronoun(self, question: str) -> bool:
+        """A pronoun of either language: a mixed question ("它包括 biological samples 吗") may use
+        the Chinese one in a mostly English sentence, or the reverse."""
+        return bool(self.p["zh_pronoun"].search(question) or self.p["en_pronoun"].search(question))
+
     def _is_elliptical(self, question: str, lang: str) -> bool:
         text = question.strip()
         if lang == "zh":
-            short = len(re.sub(r"\s", "", text)) <= 12
-            cues = bool(self.p["zh_leadin"].match(text) or re.search(r"呢\s*[？?]?\s*$", text)
-                        or self.p["zh_pronoun"].search(text))
+            cues = bool(self.p["zh_leadin"].match(text) or re.search(r"呢\s*[？?]?\s*$", text))
         else:
-            short = len(text.split()) <= 8
-            cues = bool(self.p["en_leadin"].match(text) or self.p["en_pronoun"].search(text))
-        return short and (cues or self._only_attribute(text, lang))
+            cues = bool(self.p["en_leadin"].match(text))
+        cues = cues or self._has_pronoun(text)
+        return self._is_short(text, lang) and (cues or self._only_attribute(text, lang))
 
     def _is_narrowing(self, question: str, lang: str) -> bool:
         return bool(self.p[f"{lang}_narrowing"].search(question))
@@ -236,22 +256,41 @@ class FollowupResolver:
         last = turns[-1]
         lang = detect_language(question)
         cited = tuple(last.cited_units)
-        if cited:
-            position = self._ordinal(question, lang, len(cited))
-            if position is not None:
-                unit = cited[-1] if position == -1 else cited[position - 1]
-                return Resolution("ordinal", question, pinned_units=(unit,))
+        shown = tuple(getattr(last, "shown_units", None) or cited)
+        previous = last.resolved_query or last.question
+        position = self._ordinal(question) if shown else None
+        if position is not None:
+            if position == -1 or 1 <= position <= len(shown):
+                return Resolution("ordinal", question, pinned_units=(shown[position - 1 if position > 0 else -1],))
+            # a position the last answer did not show: the asker still means what it was about
+            return Resolution("attachment", previous, context_units=cited, context_query=previous)
         neighbour = self._neighbour(question, lang, cited)
         if neighbour is not None:
             return Resolution("ordinal", question, pinned_units=(neighbour,))
-        previous = last.resolved_query or last.question
-        if cited and self._is_narrowing(question, lang):
-            return Resolution("narrowing", question, context_units=cited, context_query=previous, context_weight=1.0)
+        if shown and self._is_narrowing(question, lang):  # "which of those": of what the answer listed
+            return Resolution("narrowing", question, context_units=shown, context_query=previous, context_weight=1.0)
         if not self._is_elliptical(question, lang):
             return Resolution("none", question)
+        return self._continued(question, lang, previous, cited)
+
+    def _continued(self, question: str, lang: str, previous: str, cited: tuple[str, ...]) -> Resolution:
         kind, query = self._rewrite(question, lang, previous)
         # a substituted object is a new topic: the old citations are what it is *not* about
         # retrieval reads the rewrite and the follow-up's own words ("and the equity cap for VPN?" names
         # its new topic itself; the rewrite alone would drown it in the old one)
         return Resolution(kind, query, context_units=cited if kind == "attachment" else (), context_query=previous,
                           also=(question,))
+
+    def continuation(self, question: str, turns: Sequence[PriorTurn]) -> Resolution | None:
+        """The reading of a short question without cues ("退多少", "any minimum fund size?") as a
+        continuation of the conversation; the pipeline keeps it when it answers better than the
+        question read alone (a short question can also be a new topic: "跨境电商有支持吗")."""
+        if not turns:
+            return None
+        lang = detect_language(question)
+        pronoun = self._has_pronoun(question)
+        if not (self._is_short(question, lang) or (pronoun and self._length(question, lang) <= WITH_PRONOUN[
+                "zh" if lang == "zh" else "en"])):
+            return None
+        last = turns[-1]
+        return self._continued(question, lang, last.resolved_query or last.question, tuple(last.cited_units))

@@ -26,21 +26,25 @@ import numpy as np
 from assistant.config import Settings
 from assistant.index.store import KNOWLEDGE_SUFFIX, LoadedIndex
 from assistant.retrieval.analysis import QueryAnalysis, QueryAnalyzer
-from assistant.retrieval.candidates import QueryEncoder, Retriever, score_candidates
+from assistant.retrieval.candidates import QueryEncoder, Retriever, encoder_of, score_candidates
 from assistant.retrieval.followup import FollowupResolver, PriorTurn, Resolution
 from assistant.retrieval.fusion import fuse
-from assistant.retrieval.rerank import ClauseRelevance, RerankResult, rerank, sentences
+from assistant.retrieval.neighbours import neighbours_after_support
+from assistant.retrieval.rerank import ClauseRelevance, QuestionTerms, RerankResult, rerank, sentences
 from assistant.retrieval.scope.answer_types import AnswerTypeCheck
 from assistant.retrieval.scope.decision import Decision, decide, lookup_decision
 from assistant.retrieval.scope.features import EvidenceInput, compute_features
 from assistant.retrieval.scope.model import ScopeModel
 from assistant.retrieval.structure import StructureReader
 from assistant.retrieval.types import Hit, SearchResult
+from assistant.text import detect_language
 
 # The embedder of question forms for the scope model's neighbour features: USE, the cheap one.
 FORM_EMBEDDER = "use"
 # Units that hold no measures: they answer metadata questions, never a topical one.
 NOT_CITED_FOR_TOPICS = ("section:notice", "section:distribution")
+TOPIC_CHARS = 120  # the most of a unit's text an ordinal follow-up retrieves with
+FULLY_NAMED = 0.99  # share of a fragment's (IDF-weighted) words a unit must hold to name it
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class Snapshot:
     encoders: dict[str, QueryEncoder]
     followup: FollowupResolver
     structure: StructureReader
+    focus_embedders: frozenset[str] = frozenset({"use"})  # settings.focus_embedders
 
 
 @dataclass(frozen=True)
@@ -71,14 +76,29 @@ def _unit_text(index: LoadedIndex, position: int, lang: str) -> str:
     return node.metadata.get("text_en") or node.text if lang == "en" else node.text
 
 
+def _unit_topic(snapshot: Snapshot, unit_id: str, question: str) -> str:
+    """A unit's first sentence in the question's language: what an ordinal follow-up is about."""
+    position = snapshot.index.unit_index.get(unit_id)
+    if position is None:
+        return question
+    text = _unit_text(snapshot.index, position, "en" if detect_language(question) == "en" else "zh")
+    first = sentences(text)
+    return (first[0] if first else text)[:TOPIC_CHARS]
+
+
 def _both_texts(index: LoadedIndex, position: int) -> list[str]:
     node = index.nodes[position]
     return [node.text, node.metadata.get("text_en") or ""]
 
 
 def scope_vectors(snapshot: Snapshot, analysis: QueryAnalysis) -> dict[str, np.ndarray]:
-    """The vectors the neighbour features compare: the question's per embedder, and its question form's."""
-    vectors = {name: encoder.encode(analysis.scope_text) for name, encoder in snapshot.encoders.items()}
+    """The vectors the neighbour features compare: the question's per embedder, and its question form's.
+
+    An embedder that scores the asking clause compares the clause (``scope_text``); one that scores
+    only the whole question (e5) compares that, so no search encodes a text twice with it.
+    """
+    vectors = {name: encoder.encode(analysis.scope_text if name in snapshot.focus_embedders else analysis.text)
+               for name, encoder in snapshot.encoders.items()}
     sparse = snapshot.index.sparse
     if sparse is not None and FORM_EMBEDDER in snapshot.encoders:
         form = sparse.question_form(analysis.scope_text) or "?"
@@ -118,7 +138,8 @@ def _reranked(snapshot: Snapshot, analysis: QueryAnalysis, fused: list[tuple[int
               options: RunOptions) -> RerankResult:
     index = snapshot.index
     blocked = {index.unit_index[u] for u in NOT_CITED_FOR_TOPICS if u in index.unit_index}
-    result = rerank(snapshot.relevance, analysis.text, fused, lambda p: _unit_text(index, p, analysis.lang),
+    terms = snapshot.relevance.question_terms(analysis.text)
+    result = rerank(snapshot.relevance, terms, fused, lambda p: _unit_text(index, p, analysis.lang),
                     lambda p: p not in blocked, analysis.wants_list, reorder=options.rerank)
     # units that may not be cited keep their rank (a metadata question still finds the notice)
     if options.rerank and blocked:
@@ -159,6 +180,15 @@ def _hits(snapshot: Snapshot, pinned: list[str], fused: list[tuple[int, float]],
     return hits[:top_k]
 
 
+def _retriever_texts(snapshot: Snapshot, analysis: QueryAnalysis, names: Sequence[str]) -> dict[str, list[str]]:
+    """What each retriever scores: the question and its asking clause, except that the dense
+    embedders not in ``focus_embedders`` (e5: its cost grows with every text) score the question alone."""
+    with_focus = analysis.retrieval_texts
+    without = [t for t in with_focus if t != analysis.focus]
+    return {n: with_focus if n not in snapshot.retrievers or encoder_of(snapshot.retrievers[n]) is None
+            or n.removesuffix(KNOWLEDGE_SUFFIX) in snapshot.focus_embedders else without for n in names}
+
+
 CONTEXT_CHANNEL = "context"  # the previous turn's citations, as one more ranked list in fusion
 
 
@@ -172,11 +202,68 @@ def _context_scores(index: LoadedIndex, resolution: Resolution) -> np.ndarray | 
     return scores
 
 
+_COVERAGE_RANK = {"none": 0, "partial": 1, "full": 2}
+
+
+def _answers_better(candidate: Decision, current: Decision) -> bool:
+    """A fuller coverage wins; between two partial answers, the more confident one."""
+    a, b = _COVERAGE_RANK[candidate.coverage], _COVERAGE_RANK[current.coverage]
+    return a > b or (a == b == 1 and candidate.confidence > current.confidence)
+
+
+def _names_every_word(snapshot: Snapshot, fragment: str, support: list[Hit]) -> bool:
+    """Whether one support unit holds every content word of ``fragment`` in its text or its knowledge."""
+    for hit in support:
+        position = snapshot.index.unit_index[hit.unit_id]
+        found = [r.coverage(fragment, position)[1] for name in ("bm25", "bm25" + KNOWLEDGE_SUFFIX)
+                 if (r := snapshot.retrievers.get(name)) is not None and hasattr(r, "coverage")]
+        if not found or max(found) >= FULLY_NAMED:
+            return True
+    return False
+
+
+def _followup_decision(snapshot: Snapshot, resolution: Resolution, decision: Decision,
+                       support: list[Hit]) -> Decision:
+    """What a follow-up's resolution adds to the calibrated decision (fitted on single questions)."""
+    units = {h.unit_id for h in support}
+    if (resolution.kind == "substitution" and decision.coverage == "full" and resolution.also and support
+            and not _names_every_word(snapshot, resolution.also[0], support)):
+        # "那台湾律师呢" after Hong Kong lawyers: the plan answers only if the cited unit names the new object
+        return replace(decision, coverage="partial", reason="the cited units do not name its new object")
+    if resolution.kind == "narrowing" and units and units <= set(resolution.context_units):
+        # "which of those are about leasing?" picks among units the plan was just listed for
+        return replace(decision, coverage="full", reason="narrows the previous answer's units")
+    if resolution.kind == "attachment" and decision.coverage == "none" and units & set(resolution.context_units):
+        # "它大概什么时候能落地" asks more about units just cited: the plan addresses the topic
+        return replace(decision, coverage="partial", reason="asks more about the units just cited")
+    return decision
+
+
 def run(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecutor | None, query: str,
         options: RunOptions, context: Sequence[PriorTurn] = ()) -> SearchResult:
-    """Ranked tasks and passages for ``query``, best first, with the answerability decision."""
+    """Ranked tasks and passages for ``query``, best first, with the answerability decision.
+
+    In a conversation, a short question without follow-up cues is read alone and, unless that
+    reading is answered fully, also as a continuation of the last turn: the better answer is kept.
+    """
     started = time.perf_counter()
     resolution = snapshot.followup.resolve(query, context) if context else Resolution("none", query)
+    if resolution.kind == "ordinal" and resolution.pinned_units:
+        # the turn is about the unit it points at: retrieve (and remember the turn) with its text
+        resolution = replace(resolution, query=_unit_topic(snapshot, resolution.pinned_units[0], query))
+    result = _run_resolved(snapshot, settings, pool, query, resolution, options, started)
+    if context and resolution.kind == "none" and result.decision.coverage != "full" and result.hits:
+        continuation = snapshot.followup.continuation(query, context)
+        if continuation is not None:
+            other = _run_resolved(snapshot, settings, pool, query, continuation, options, time.perf_counter())
+            if _answers_better(other.decision, result.decision):
+                result = other
+    result.timings_ms["total"] = (time.perf_counter() - started) * 1000
+    return result
+
+
+def _run_resolved(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecutor | None, query: str,
+                  resolution: Resolution, options: RunOptions, started: float) -> SearchResult:
     # an ordinal follow-up ("第二条详细说说") names a position in the last answer, not task 2
     use_lookup = options.use_lookup and resolution.kind != "ordinal"
     analysis = snapshot.analyzer.analyse(resolution.query, use_lookup, resolution.also)
@@ -189,7 +276,8 @@ def run(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecutor | None,
     extra = {}
     if snapshot.scope is not None and snapshot.scope.examples is not None and snapshot.index.sparse is not None:
         extra[FORM_EMBEDDER] = [snapshot.index.sparse.question_form(analysis.scope_text) or "?"]
-    candidates = score_candidates(snapshot.retrievers, names, analysis.retrieval_texts, pool, extra)
+    candidates = score_candidates(snapshot.retrievers, _retriever_texts(snapshot, analysis, names),
+                                  pool, extra, meanwhile=lambda: snapshot.relevance.question_terms(analysis.text))
     timings.update(candidates.timings_ms)
     stage = time.perf_counter()
     channels = dict(candidates.scores)
@@ -212,7 +300,9 @@ def run(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecutor | None,
         structure = snapshot.structure.read(analysis.text, analysis.lang, analysis.wants_list,
                                             [n for n in ranked if n][:5])
         pinned = list(structure.units) if structure is not None else []
-    hits = _hits(snapshot, pinned, fused, ranks, reranked, max(options.top_k, len(pinned)))
+    # the answerability evidence reads the reranked head; only the listed ranking shows the neighbours
+    listed = replace(reranked, order=neighbours_after_support(reranked.order, reranked.support, snapshot.index.nodes))
+    hits = _hits(snapshot, pinned, fused, ranks, listed, max(options.top_k, len(pinned)))
     if structure is not None:
         decision = Decision("full", 1.0, reason=f"stated by the annex's structure ({structure.kind})")
     elif pinned:
@@ -223,11 +313,8 @@ def run(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecutor | None,
         features = evidence(snapshot, analysis, candidates.scores, fused, reranked.order)
         cited = [t for h in hits if h.support for t in (h.text, h.text_en or "")]
         unmet = snapshot.answer_types.unmet(analysis.text, cited, set(analysis.asked)) if cited else set()
-        decision = decide(snapshot.scope, features, unmet, bool(fused))
-        support = [h.unit_id for h in hits if h.support]
-        if resolution.kind == "narrowing" and support and set(support) <= set(resolution.context_units):
-            # "which of those are about leasing?" picks among units the plan was just cited for
-            decision = replace(decision, coverage="full", reason="narrows the previous answer's citations")
+        decision = _followup_decision(snapshot, resolution, decide(snapshot.scope, features, unmet, bool(fused)),
+                                      [h for h in hits if h.support])
         if decision.missing:
             check = snapshot.answer_types
             decision = replace(decision, missing_labels={lang: tuple(check.label(m, lang) for m in decision.missing)
@@ -238,7 +325,7 @@ def run(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecutor | None,
     terms = None
     for hit in hits:
         if hit.support:
-            terms = terms if terms is not None else snapshot.relevance.terms(analysis.text)
+            terms = terms if terms is not None else snapshot.relevance.question_terms(analysis.text)
             hit.quote = {lang: _quote(snapshot, terms, text) for lang, text in (("zh", hit.text),
                                                                                ("en", hit.text_en)) if text}
     timings["answerability"] = (time.perf_counter() - stage) * 1000
@@ -247,7 +334,7 @@ def run(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecutor | None,
                         followup=resolution.kind, structure=structure)
 
 
-def _quote(snapshot: Snapshot, terms: list, text: str) -> int:
+def _quote(snapshot: Snapshot, terms: QuestionTerms, text: str) -> int:
     """The sentence of a support unit that best answers the question (what the answer leads with)."""
     if len(sentences(text)) < 2:
         return 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ _CLAUSE = re.compile(r"[，,；;。.!?！？:：、（）()]")
 _SENTENCE_END = re.compile(r"(?<=[。!?！？])|(?<=\.)\s+(?=[A-Z“\"(])")
 # a form in more groups than this is too general to stand for any one of them (外资, foreign investment)
 MAX_GROUPS_PER_FORM = 3
+QUESTION_CACHE = 4096
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,16 @@ class Term:
 
 
 @dataclass(frozen=True)
-class Alignment:
-    unit: int  # unit position
-    score: float  # 0..1.5
+class QuestionTerms:
+    """A question's terms with their IDF weights: computed once per question, before the ranking
+    exists (the pipeline does it while the dense encoders run)."""
+
+    terms: tuple[Term, ...]
+    weights: tuple[float, ...]
+
+    @property
+    def total(self) -> float:
+        return sum(self.weights) or 1.0
 
 
 def sentences(text: str) -> list[str]:
@@ -74,6 +83,7 @@ class ClauseRelevance:
         self._units = [_Text(t, analyzer) for t in unit_texts]
         self._idf: dict[str, float] = {}
         self._prepared: dict[str, tuple[_Text, list[_Text]]] = {}  # unit texts and sentences: a fixed set
+        self._questions: OrderedDict[str, QuestionTerms] = OrderedDict()  # recent questions (LRU)
         self._lock = threading.Lock()
         groups_of: dict[str, list[int]] = {}
         for number, group in enumerate(thesaurus):
@@ -142,6 +152,21 @@ class ClauseRelevance:
                 terms.append(Term((), ((head,),), head))
         return list({t.key: t for t in terms}.values())
 
+    def question_terms(self, question: str) -> QuestionTerms:
+        """The question's terms and weights, memoised for recent questions."""
+        with self._lock:
+            cached = self._questions.get(question)
+            if cached is not None:
+                self._questions.move_to_end(question)
+                return cached
+        terms = tuple(self.terms(question))
+        prepared = QuestionTerms(terms, tuple(self.idf(t) for t in terms))
+        with self._lock:
+            self._questions[question] = prepared
+            while len(self._questions) > QUESTION_CACHE:
+                self._questions.popitem(last=False)
+        return prepared
+
     def idf(self, term: Term) -> float:
         with self._lock:
             cached = self._idf.get(term.key)
@@ -152,17 +177,19 @@ class ClauseRelevance:
                 self._idf[term.key] = cached
         return cached
 
-    def score(self, terms: Sequence[Term], text: str) -> float:
+    def score(self, question: QuestionTerms, text: str) -> float:
         """0..1.5: best clause coverage plus half the coverage over the whole text."""
-        if not terms:
+        if not question.terms:
             return 0.0
-        weights = [self.idf(t) for t in terms]
-        total = sum(weights) or 1.0
         whole, clauses = self._prepare(text)
-        anywhere = sum(w for t, w in zip(terms, weights, strict=True) if _holds(t, whole))
-        best_clause = max((sum(w for t, w in zip(terms, weights, strict=True) if _holds(t, clause))
-                           for clause in clauses), default=0.0)
-        return (best_clause + 0.5 * anywhere) / total
+        # a clause is part of the text: only the terms the whole text holds can hold in a clause
+        held = [(t, w) for t, w in zip(question.terms, question.weights, strict=True) if _holds(t, whole)]
+        if not held:
+            return 0.0
+        anywhere = sum(w for _, w in held)
+        best_clause = anywhere if len(clauses) == 1 else max(
+            (sum(w for t, w in held if _holds(t, clause)) for clause in clauses), default=0.0)
+        return (best_clause + 0.5 * anywhere) / question.total
 
     def _prepare(self, text: str) -> tuple[_Text, list[_Text]]:
         """A text and its clauses ready for matching, memoised (units and their sentences recur)."""
@@ -175,12 +202,12 @@ class ClauseRelevance:
                     self._prepared[text] = prepared
         return prepared
 
-    def best_sentence(self, terms: Sequence[Term], text: str) -> int:
+    def best_sentence(self, question: QuestionTerms, text: str) -> int:
         """Index of the sentence that aligns best with the question (0 when none does clearly)."""
         parts = sentences(text)
-        if not terms or len(parts) < 2:
+        if not question.terms or len(parts) < 2:
             return 0
-        scores = [self.score(terms, s) for s in parts]
+        scores = [self.score(question, s) for s in parts]
         best = max(range(len(parts)), key=lambda i: (scores[i], -i))
         # the first sentence states the measure; a later one must be clearly closer to the question
         return best if scores[0] < 0.6 * scores[best] else 0
@@ -209,21 +236,20 @@ class RerankResult:
     support: list[int]  # positions, in ranking order
 
 
-def rerank(relevance: ClauseRelevance, question: str, fused: list[tuple[int, float]], text_of,
+def rerank(relevance: ClauseRelevance, question: QuestionTerms, fused: list[tuple[int, float]], text_of,
            eligible, list_question: bool, reorder: bool = True) -> RerankResult:
     """Re-order the head of ``fused`` by alignment + normalised fused score and choose the support.
 
     ``text_of(position)`` is the unit text in the question's language; ``eligible(position)`` says
     whether a unit may be cited for a topical question (not the notice or distribution list).
     """
-    terms = relevance.terms(question)
     # without re-ordering only the support candidates need their alignment
     window = RERANK_WINDOW if reorder or list_question else MAX_SUPPORT + 2
     head = [(p, s) for p, s in fused[:window] if eligible(p)]
     if not head:
         return RerankResult(list(fused), {}, [])
     top = max(s for _, s in head) or 1.0
-    alignment = {p: relevance.score(terms, text_of(p)) for p, _ in head}
+    alignment = {p: relevance.score(question, text_of(p)) for p, _ in head}
     if reorder:
         ranked_head = sorted(head, key=lambda ps: -(alignment[ps[0]] + ps[1] / top))
         moved = {p for p, _ in ranked_head}

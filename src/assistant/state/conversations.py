@@ -52,21 +52,34 @@ class TurnRecord:
     coverage: Coverage
     lang: str
     created_at: float = field(default_factory=time.time)
+    related_units: list[str] = field(default_factory=list)  # shown after the citations as related, in order
 
     def __post_init__(self) -> None:
         if self.coverage not in COVERAGES:
             raise ValueError(f"coverage must be one of {COVERAGES}, not {self.coverage!r}")
 
+    @property
+    def shown_units(self) -> list[str]:
+        """Every unit the answer listed, in order: what "the third one" counts through."""
+        return [*self.cited_units, *(u for u in self.related_units if u not in self.cited_units)]
+
     def units_json(self) -> str:
         return json.dumps(list(self.cited_units), ensure_ascii=False)
 
+    def related_json(self) -> str:
+        return json.dumps(list(self.related_units), ensure_ascii=False)
+
     @classmethod
     def from_row(cls, question: str, resolved_query: str, cited_units: Any, coverage: str, lang: str,
-                 created_at: float) -> TurnRecord:
-        """A turn read back from a row (``cited_units`` as JSON text or an already decoded list)."""
-        units = json.loads(cited_units or "[]") if isinstance(cited_units, str | bytes) else cited_units
-        return cls(question, resolved_query, [str(u) for u in units or []], coverage, lang,  # type: ignore[arg-type]
-                   float(created_at))
+                 created_at: float, related_units: Any = None) -> TurnRecord:
+        """A turn read back from a row (unit lists as JSON text or already decoded lists)."""
+        return cls(question, resolved_query, _units(cited_units), coverage, lang,  # type: ignore[arg-type]
+                   float(created_at), _units(related_units))
+
+
+def _units(value: Any) -> list[str]:
+    units = json.loads(value or "[]") if isinstance(value, str | bytes) else value
+    return [str(u) for u in units or []]
 
 
 @dataclass
@@ -146,10 +159,18 @@ CREATE TABLE IF NOT EXISTS conversation_turns (
     coverage TEXT NOT NULL CHECK (coverage IN ('full', 'partial', 'none')),
     lang TEXT NOT NULL,
     created_at REAL NOT NULL,
+    related_units TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (conversation_id, seq)
 );
 """
-_TURN_COLUMNS = "question, resolved_query, cited_units, coverage, lang, created_at"
+_TURN_COLUMNS = "question, resolved_query, cited_units, coverage, lang, created_at, related_units"
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """A file written before ``related_units`` existed gets the column (its turns: none shown)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(conversation_turns)")}
+    if "related_units" not in columns:
+        conn.execute("ALTER TABLE conversation_turns ADD COLUMN related_units TEXT NOT NULL DEFAULT '[]'")
 # Least recently updated beyond the bound (created_at breaks ties: the newer one stays).
 _BEYOND_BOUND = "SELECT id FROM conversations ORDER BY updated_at DESC, created_at DESC LIMIT -1 OFFSET ?"
 
@@ -162,7 +183,8 @@ class SqliteConversationStore(ConversationStore):
         super().__init__(max_conversations, ttl_seconds, max_turns, clock=clock)
         self.path = Path(path)
         self.busy_timeout = float(busy_timeout)
-        self._connections = ThreadConnections(self.path, _SCHEMA, self.busy_timeout, isolation_level=None)
+        self._connections = ThreadConnections(self.path, _SCHEMA, self.busy_timeout, isolation_level=None,
+                                               migrate=_add_missing_columns)
         # One writer per process at a time (sqlite's busy handler is not fair between threads).
         self._write_lock = threading.Lock()
 
@@ -241,9 +263,9 @@ class SqliteConversationStore(ConversationStore):
             seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM conversation_turns WHERE conversation_id = ?",
                                (conversation_id,)).fetchone()[0]
             conn.execute(f"INSERT INTO conversation_turns (conversation_id, seq, {_TURN_COLUMNS})"
-                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          (conversation_id, seq, turn.question, turn.resolved_query, turn.units_json(),
-                          turn.coverage, turn.lang, turn.created_at))
+                          turn.coverage, turn.lang, turn.created_at, turn.related_json()))
             conn.execute("DELETE FROM conversation_turns WHERE conversation_id = ? AND seq <= ?",
                          (conversation_id, seq - self.max_turns))
             conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (max(now, row[0]), conversation_id))

@@ -104,8 +104,9 @@ CREATE TABLE IF NOT EXISTS conversation_turns (
     created_at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (conversation_id, seq)
 );
+ALTER TABLE conversation_turns ADD COLUMN IF NOT EXISTS related_units JSONB NOT NULL DEFAULT '[]';
 """
-_TURN_COLUMNS = "question, resolved_query, cited_units, coverage, lang, created_at"
+_TURN_COLUMNS = "question, resolved_query, cited_units, coverage, lang, created_at, related_units"
 
 
 class PostgresConversationStore(ConversationStore):
@@ -160,9 +161,9 @@ class PostgresConversationStore(ConversationStore):
             seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM conversation_turns WHERE conversation_id = %s",
                                (conversation_id,)).fetchone()[0]  # type: ignore[index]
             conn.execute(f"INSERT INTO conversation_turns (conversation_id, seq, {_TURN_COLUMNS})"
-                         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                          (conversation_id, seq, turn.question, turn.resolved_query, Jsonb(list(turn.cited_units)),
-                          turn.coverage, turn.lang, turn.created_at))
+                          turn.coverage, turn.lang, turn.created_at, Jsonb(list(turn.related_units))))
             conn.execute("DELETE FROM conversation_turns WHERE conversation_id = %s AND seq <= %s",
                          (conversation_id, seq - self.max_turns))
             conn.execute("UPDATE conversations SET updated_at = %s WHERE id = %s",
