@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
 import typer
-from pydantic import ValidationError
-from pydantic_settings import SettingsError
 
+from assistant.cli_support import UserError, friendly_errors, print_json_line
 from assistant.config import get_settings
 from assistant.ingest.corpus import corpus_records, load_corpus
-from assistant.ingest.parser import CorpusError
 
 app = typer.Typer(
     help="Policy assistant for 厦府〔2026〕88号 (Xiamen service-industry opening-up pilot plan).",
@@ -24,37 +19,12 @@ app = typer.Typer(
 )
 
 
-class UserError(Exception):
-    """An error whose message is for the user: printed plainly, never as a stack trace."""
-
-
-def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn known failures into a one-line message and a non-zero exit."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (UserError, CorpusError) as exc:
-            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2) from None
-        except (ValidationError, SettingsError) as exc:
-            typer.secho(f"error: invalid ASSISTANT_* configuration: {exc}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
-def _print_json_line(record: dict) -> None:
-    sys.stdout.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-
-
 @app.command()
 @friendly_errors
 def corpus() -> None:
     """Write the structured corpus as JSON Lines (meta, sections, tasks) to stdout."""
     for record in corpus_records(load_corpus(get_settings())):
-        _print_json_line(record)
+        print_json_line(record)
 
 
 def format_task_card(number: int) -> str:
@@ -184,13 +154,13 @@ def search(
     for question in questions:
         if not question.strip():
             if query == "-":  # keep one output line per input line
-                _print_json_line({"query": question, "in_scope": False, "results": [],
+                print_json_line({"query": question, "in_scope": False, "results": [],
                                   "error": "empty question"})
                 continue
             raise UserError("the question is empty")
         result = engine.search(question, top_k=top_k, retrievers=names)
         if as_json or query == "-":
-            _print_json_line(result.to_json())
+            print_json_line(result.to_json())
             sys.stdout.flush()
         else:
             _print_search(result, top_k)
@@ -198,7 +168,7 @@ def search(
 
 def _print_answer(answer, as_json: bool) -> None:
     if as_json:
-        _print_json_line(answer.to_json())
+        print_json_line(answer.to_json())
         sys.stdout.flush()
         return
     if answer.resolved_query:

@@ -25,12 +25,14 @@ def reciprocal_rank(scores: Mapping[str, np.ndarray], weights: Mapping[str, floa
     size = next(iter(scores.values())).size
     fused = np.zeros(size, dtype=np.float64)
     for name, values in scores.items():
-        top = tops[name] if tops is not None else top_positions(values, depth)
-        for rank, position in enumerate(top, start=1):
-            if values[position] <= 0:
-                break
-            fused[position] += weights.get(name, 1.0) / (k + rank)
+        listed = _listed(values, tops[name] if tops is not None else top_positions(values, depth))
+        fused[listed] += weights.get(name, 1.0) / (k + np.arange(1, listed.size + 1))
     return fused
+
+
+def _listed(values: np.ndarray, top: np.ndarray) -> np.ndarray:
+    """The positions of ``top`` (best first) a retriever really lists: those it scores above 0."""
+    return top[: int(np.count_nonzero(values[top] > 0))]  # best first: the positive ones are a prefix
 
 
 def normalised_score(scores: Mapping[str, np.ndarray], weights: Mapping[str, float], depth: int) -> np.ndarray:
@@ -56,8 +58,8 @@ def fuse(scores: Mapping[str, np.ndarray], weights: Mapping[str, float],
              else normalised_score(scores, weights, depth))
     ranks: dict[int, dict[str, int]] = {}
     for name, values in scores.items():
-        for rank, position in enumerate(tops[name], start=1):
-            if values[position] > 0:
-                ranks.setdefault(int(position), {})[name] = rank
-    candidates = [p for p in top_positions(fused, fused.size) if fused[p] > 0]
-    return [(int(p), float(fused[p])) for p in candidates], ranks
+        for rank, position in enumerate(_listed(values, tops[name]).tolist(), start=1):
+            ranks.setdefault(position, {})[name] = rank
+    order = top_positions(fused, fused.size)
+    order = order[: int(np.count_nonzero(fused[order] > 0))]
+    return list(zip(order.tolist(), fused[order].tolist(), strict=True)), ranks
