@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from assistant.cli_support import UserError, friendly_errors, print_json_line
+from assistant.cli_support import DOCUMENT_HELP, UserError, friendly_errors, print_json_line
 from assistant.config import get_settings
 from assistant.ingest.corpus import corpus_records, load_corpus
 
@@ -129,6 +129,7 @@ def _print_search(result, top_k: int) -> None:
         table.add_column(column)
     for rank, hit in enumerate(result.hits[:top_k], start=1):
         unit = f"第{hit.task}项 / Task {hit.task}" if hit.task else hit.section_id
+        unit = f"{hit.unit_id.rpartition('/')[0]} {unit}".lstrip()  # a unit of another document names it
         text = hit.text if not hit.text_en else f"{hit.text}\n\n{hit.text_en}"
         found = "lookup" if hit.lookup else ", ".join(f"{k}#{v}" for k, v in sorted(hit.retrievers.items()))
         table.add_row(str(rank), unit, hit.section, f"{hit.score:.4f}", text, found)
@@ -142,9 +143,11 @@ def search(
     top_k: int = typer.Option(10, "--top-k", min=1, max=50, help="How many results."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per line with -)."),
     retrievers: str | None = typer.Option(None, help="Comma-separated subset, e.g. bm25,use."),
+    document: str | None = typer.Option(None, "--document", help=DOCUMENT_HELP),
 ) -> None:
     """Search the plan: ranked tasks and passages with scores and the retrievers that found them."""
     engine = load_engine()
+    document = engine.library.require(document).number if document is not None else None
     names = [n.strip() for n in retrievers.split(",")] if retrievers else None
     if names:
         unknown = [n for n in names if n not in engine.retriever_names]
@@ -158,7 +161,7 @@ def search(
                                   "error": "empty question"})
                 continue
             raise UserError("the question is empty")
-        result = engine.search(question, top_k=top_k, retrievers=names)
+        result = engine.search(question, top_k=top_k, retrievers=names, document=document)
         if as_json or query == "-":
             print_json_line(result.to_json())
             sys.stdout.flush()
@@ -183,13 +186,14 @@ def _print_answer(answer, as_json: bool) -> None:
 def ask(
     question: str = typer.Argument(..., help="The question, in Chinese or English."),
     as_json: bool = typer.Option(False, "--json", help="Print the answer as one JSON object."),
+    document: str | None = typer.Option(None, "--document", help=DOCUMENT_HELP),
 ) -> None:
     """Answer one question with citations (extractive, or generative when an LLM is configured)."""
     from assistant.answer.chat import Assistant
 
     if not question.strip():
         raise UserError("the question is empty")
-    _print_answer(Assistant(load_engine()).ask(question), as_json)
+    _print_answer(Assistant(load_engine()).ask(question, document=document), as_json)
 
 
 @app.command()

@@ -12,7 +12,10 @@ import typer
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
+from assistant.ingest.library import UnknownDocument
 from assistant.ingest.parser import CorpusError
+
+DOCUMENT_HELP = "Only this document of the library (its number, e.g. 厦府〔2026〕88号)."
 
 
 class UserError(Exception):
@@ -26,7 +29,7 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (UserError, CorpusError) as exc:
+        except (UserError, CorpusError, UnknownDocument) as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2) from None
         except (ValidationError, SettingsError) as exc:

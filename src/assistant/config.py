@@ -48,6 +48,10 @@ class Settings(BaseSettings):
         "assistant_index", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
         description="Schema holding the published index versions (a lower-case SQL identifier).")
     native_dir: Path | None = Field(None, description="Cache of engines compiled for this CPU (the fast e5 engine).")
+    library: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="Further plan folders, each shaped like ingest/sources/ (a source text "
+        "and manifest.json), indexed after the project's own plan (comma-separated or a JSON list; relative "
+        "paths are read from ASSISTANT_HOME).")
 
     # --- retrieval ----------------------------------------------------------------------
     embedders: Annotated[list[str], NoDecode] = Field(
@@ -150,7 +154,7 @@ class Settings(BaseSettings):
         8, ge=0, le=1024, description="Requests one worker handles at once before answering 503 'busy' "
         "(0 = never shed); /healthz is never shed.")
 
-    @field_validator("embedders", "cors_origins", mode="before")
+    @field_validator("embedders", "cors_origins", "library", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str) and not value.lstrip().startswith("["):
@@ -173,6 +177,11 @@ class Settings(BaseSettings):
     @property
     def sources_path(self) -> Path:
         return self.sources_dir or self.home / "ingest" / "sources"
+
+    @property
+    def library_paths(self) -> list[Path]:
+        """The extra plan folders of ``library``, relative ones under ``home``."""
+        return [p if p.is_absolute() else self.home / p for p in self.library]
 
     @property
     def annotations_path(self) -> Path:

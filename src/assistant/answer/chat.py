@@ -23,6 +23,7 @@ from collections.abc import Generator
 from assistant.answer.compose import compose_answer
 from assistant.answer.types import Answer, Citation
 from assistant.config import Settings
+from assistant.ingest.library import NAMESPACE, Library
 from assistant.retrieval.engine import SearchEngine
 from assistant.state import (
     ConversationNotFound,
@@ -47,14 +48,18 @@ def chunk_markdown(markdown: str) -> list[str]:
     return pieces if "".join(pieces) == markdown else [markdown]
 
 
-def unit_ids(citations: list[Citation]) -> list[str]:
-    """The index unit ids ("task:N", "section:ID") of ``citations``, in citation order, without repeats."""
+def unit_ids(citations: list[Citation], library: Library | None = None) -> list[str]:
+    """The index unit ids ("task:N", "section:ID"; namespaced for a document other than the library's
+    primary one) of ``citations``, in citation order, without repeats."""
     ids: list[str] = []
+    primary = library.primary.number if library is not None else None
     for citation in citations:
+        number = (citation.document or {}).get("number")
+        prefix = f"{number}{NAMESPACE}" if number and primary and number != primary else ""
         if citation.task is not None:
-            unit = f"task:{citation.task}"
+            unit = f"{prefix}task:{citation.task}"
         elif citation.section_id:
-            unit = f"section:{citation.section_id}"
+            unit = f"{prefix}section:{citation.section_id}"
         else:
             continue
         if unit not in ids:
@@ -107,18 +112,21 @@ class Assistant:
             self.store.append(fresh, turn)
             return fresh, True
 
-    def ask(self, question: str, conversation_id: str | None = None) -> Answer:
-        """Answer ``question`` in the conversation (a new one when the id is missing, unknown or expired)."""
+    def ask(self, question: str, conversation_id: str | None = None, document: str | None = None) -> Answer:
+        """Answer ``question`` in the conversation (a new one when the id is missing, unknown or expired);
+        ``document`` (a document number) answers from that document only (unknown: ``UnknownDocument``)."""
         started = time.perf_counter()
         question = (question or "").strip()
         if not question:
             raise ValueError("the question is empty")
+        if document is not None:
+            self.engine.library.require(document)  # before a conversation is opened for nothing
         conversation_id, turns, reset = self._open(conversation_id)
         lang = detect_language(question)
-        result = self.engine.search(question, top_k=SEARCH_TOP_K, context=turns)
+        result = self.engine.search(question, top_k=SEARCH_TOP_K, context=turns, document=document)
         resolved = result.resolved_query or question
         composed_at = time.perf_counter()
-        markdown, citations, mode, related = compose_answer(result, self.engine.corpus, resolved, lang)
+        markdown, citations, mode, related = compose_answer(result, self.engine.library, resolved, lang)
         notice: str | None = None
         timings = dict(result.timings_ms)
         timings["compose"] = (time.perf_counter() - composed_at) * 1000
@@ -127,7 +135,8 @@ class Assistant:
             if mode == "generative":
                 related = []  # a generated answer lists no related units
         stored_at = time.perf_counter()
-        turn = TurnRecord(question, resolved, unit_ids(citations), result.coverage, lang, related_units=related)
+        turn = TurnRecord(question, resolved, unit_ids(citations, self.engine.library), result.coverage, lang,
+                          related_units=related)
         conversation_id, ended = self._remember(conversation_id, turn)
         timings["store"] = (time.perf_counter() - stored_at) * 1000
         timings["answer_total"] = (time.perf_counter() - started) * 1000
@@ -143,7 +152,7 @@ class Assistant:
 
         started = time.perf_counter()
         try:
-            generated, generated_citations, notice = generate_answer(result, self.engine.corpus, question, lang,
+            generated, generated_citations, notice = generate_answer(result, self.engine.library, question, lang,
                                                                      self.settings)
             return generated, generated_citations, "generative", notice
         except GenerationError as exc:
@@ -153,14 +162,15 @@ class Assistant:
         finally:
             timings["llm"] = (time.perf_counter() - started) * 1000
 
-    def stream(self, question: str, conversation_id: str | None = None) -> Generator[str, None, Answer]:
+    def stream(self, question: str, conversation_id: str | None = None,
+               document: str | None = None) -> Generator[str, None, Answer]:
         """Growing markdown for progressive display: each item is the whole answer so far.
 
         The last item is the complete answer. The generator's return value (``StopIteration.value``,
         or ``answer = yield from assistant.stream(...)``) is the :class:`Answer` with citations and
         conversation id.
         """
-        answer = self.ask(question, conversation_id)
+        answer = self.ask(question, conversation_id, document)
         shown = ""
         for piece in chunk_markdown(answer.answer):
             shown += piece

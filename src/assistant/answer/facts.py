@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from assistant.answer.cards import cite_units, section_tag, task_tag
+from assistant.answer.cards import cite_units, section_tag, tag_name, task_tag
 from assistant.answer.types import Citation
+from assistant.ingest.library import Library, as_library
 from assistant.ingest.models import Corpus, Section
 from assistant.retrieval.types import SearchResult
 
@@ -50,10 +51,10 @@ def _meeting_en(approved_by: str) -> str:
     return approved_by
 
 
-def meta_answer(corpus: Corpus, intents: list[str], lang: str, section: Section) -> str:
-    """Facts about the document itself, straight from the parsed metadata."""
+def meta_answer(corpus: Corpus, intents: list[str], lang: str, section: Section, document: str | None = None) -> str:
+    """Facts about the document itself, straight from the parsed metadata (``document``: the tags name it)."""
     meta = corpus.meta
-    tag = section_tag(section, lang)
+    tag = section_tag(section, lang, document)
     printed_zh = f"{meta.printed.year}年{meta.printed.month}月{meta.printed.day}日" if meta.printed else ""
     printed_en = f"{meta.printed.day} {meta.printed.strftime('%B')} {meta.printed.year}" if meta.printed else ""
     lines: list[str] = []
@@ -94,14 +95,18 @@ def meta_answer(corpus: Corpus, intents: list[str], lang: str, section: Section)
     return "\n\n".join(lines)
 
 
-def structure_answer(result: SearchResult, corpus: Corpus, lang: str) -> tuple[str, list[Citation]]:
-    """Counts and lists of the annex, from the parsed corpus itself."""
+def structure_answer(result: SearchResult, corpus: Corpus | Library, lang: str) -> tuple[str, list[Citation]]:
+    """Counts and lists of the annex, from the parsed corpus itself (of the document the facts are about)."""
+    library = as_library(corpus)
     facts = result.structure
+    document = library.document(facts.document) or library.primary
+    corpus = document.corpus
+    name = tag_name(library, document)
     tasks = corpus.tasks
     differentiated = [t for t in tasks if t.differentiated]
     common = len(tasks) - len(differentiated)
     cited = [h for h in result.support]
-    citations, cards = cite_units(cited, corpus, lang)
+    citations, cards = cite_units(cited, library, lang)
     if facts.kind in ("count", "categories"):
         names = "；".join(c.label for c in corpus.categories) if lang == "zh" else "; ".join(
             f"{c.number}. {c.title_en or c.title}" for c in corpus.categories)
@@ -114,7 +119,7 @@ def structure_answer(result: SearchResult, corpus: Corpus, lang: str) -> tuple[s
                     f"{names}.")
         return lead, citations
     numbers = [h.task for h in cited if h.task is not None]
-    tags = "".join(task_tag(n, lang) for n in numbers) if lang == "zh" else " ".join(task_tag(n, lang) for n in numbers)
+    tags = ("" if lang == "zh" else " ").join(task_tag(n, lang, name) for n in numbers)
     if facts.kind == "differentiated":
         lead = (f"差异化试点任务共{len(numbers)}项：{tags}。" if lang == "zh"
                 else f"There are {len(numbers)} differentiated pilot tasks: {tags}.")

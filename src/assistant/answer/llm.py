@@ -22,9 +22,17 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
-from assistant.answer.cards import section_citation, section_tag, task_card, task_citation, task_tag
+from assistant.answer.cards import (
+    hit_document,
+    section_citation,
+    section_tag,
+    task_card,
+    task_citation,
+    task_tag,
+)
 from assistant.answer.types import Citation
 from assistant.config import Settings
+from assistant.ingest.library import Library, LibraryDocument, as_library
 from assistant.ingest.models import Corpus, Section, Task
 from assistant.retrieval.engine import SearchResult
 
@@ -50,9 +58,22 @@ class Evidence:
         return {s.id for s in self.sections}
 
 
-def gather_evidence(result: SearchResult, corpus: Corpus, limit: int = EVIDENCE_UNITS) -> Evidence:
+def answering_document(result: SearchResult, library: Library) -> LibraryDocument:
+    """The one document a generated answer draws on (its tags name task numbers): the filter's, else the
+    top hit's."""
+    if result.document is not None:
+        return library.require(result.document)
+    top = next((d for h in result.hits if (d := hit_document(library, h)) is not None), None)
+    return top or library.primary
+
+
+def gather_evidence(result: SearchResult, corpus: Corpus, limit: int = EVIDENCE_UNITS,
+                    document: LibraryDocument | None = None) -> Evidence:
+    """The best ``limit`` units (of ``document`` only, when a library holds several) as evidence."""
     evidence = Evidence()
     for hit in result.hits[:limit]:
+        if document is not None and not hit.unit_id.startswith(document.prefix):
+            continue
         if hit.task is not None and (task := corpus.task(hit.task)) is not None:
             evidence.tasks.append(task)
         elif hit.section_id and (section := corpus.section(hit.section_id)) is not None:
@@ -184,12 +205,15 @@ class AnswerGenerator:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def generate(self, result: SearchResult, corpus: Corpus, question: str, lang: str,
+    def generate(self, result: SearchResult, corpus: Corpus | Library, question: str, lang: str,
                  settings: Settings) -> tuple[str, list[Citation], str | None]:
         """Markdown, citations and an optional notice; raises :class:`GenerationError` on any failure."""
         if not settings.llm_base_url:
             raise GenerationError("no LLM is configured")
-        evidence = gather_evidence(result, corpus)
+        library = as_library(corpus)
+        document = answering_document(result, library)
+        corpus = document.corpus
+        evidence = gather_evidence(result, corpus, document=document if library.multiple else None)
         if not evidence.tasks and not evidence.sections:
             raise GenerationError("no evidence to generate from")
         messages = build_messages(question, lang, evidence, corpus.meta.doc_number)
@@ -201,14 +225,14 @@ class AnswerGenerator:
             raise GenerationError(f"the LLM did not answer within {settings.llm_timeout:g} s") from exc
         except Exception as exc:  # any client, HTTP or parsing error
             raise GenerationError(f"the LLM call failed: {type(exc).__name__}: {exc}") from exc
-        return _compose(raw, evidence, corpus, lang)
+        return _compose(raw, evidence, document, lang)
 
 
 _shared: AnswerGenerator | None = None
 _shared_lock = threading.Lock()
 
 
-def generate_answer(result: SearchResult, corpus: Corpus, question: str, lang: str,
+def generate_answer(result: SearchResult, corpus: Corpus | Library, question: str, lang: str,
                     settings: Settings) -> tuple[str, list[Citation], str | None]:
     """:meth:`AnswerGenerator.generate` for callers without a generator of their own.
 
@@ -223,13 +247,14 @@ def generate_answer(result: SearchResult, corpus: Corpus, question: str, lang: s
     return generator.generate(result, corpus, question, lang, settings)
 
 
-def _compose(raw: str, evidence: Evidence, corpus: Corpus, lang: str) -> tuple[str, list[Citation], str | None]:
+def _compose(raw: str, evidence: Evidence, document: LibraryDocument,
+             lang: str) -> tuple[str, list[Citation], str | None]:
     checked = check_citations(raw, evidence, lang)
     if not checked.tasks and not checked.sections:
         raise GenerationError("the generated answer cites none of the retrieved tasks")
-
-    citations = [task_citation(corpus.task(n)) for n in checked.tasks]
-    citations += [section_citation(corpus.section(s)) for s in checked.sections]
+    corpus = document.corpus
+    citations = [task_citation(corpus.task(n), document) for n in checked.tasks]
+    citations += [section_citation(corpus.section(s), document) for s in checked.sections]
     cards = [task_card(corpus.task(n), corpus, lang) for n in checked.tasks]
     cards += [f"**{section_tag(corpus.section(s), lang)}** {' › '.join(corpus.section(s).heading_path)}"
               for s in checked.sections]

@@ -18,6 +18,7 @@ class Citation:
     category_en: str | None = None
     section_id: str | None = None
     linked_tasks: list[int] = field(default_factory=list)
+    document: dict[str, Any] | None = None  # number, title, issuer, date of the document it is from
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -16,6 +16,9 @@ MAX_QUESTION_CHARS = 2_000
 MAX_ANSWER_CHARS = 50_000
 MAX_REASON_CHARS = 2_000
 MIN_TOP_K, MAX_TOP_K = 1, 50
+MAX_DOCUMENT_CHARS = 100
+DOCUMENT_DESCRIPTION = ("Search only this document of the library (its number, e.g. 厦府〔2026〕88号); "
+                        "an unknown number is a 422.")
 
 
 def check_question(value: str, field: str = "question") -> str:
@@ -66,6 +69,8 @@ class SearchRequest(StrictModel):
                        examples=["Can foreign companies run elderly care homes?"])
     top_k: int = Field(10, description="How many results (1-50).",
                        json_schema_extra={"minimum": MIN_TOP_K, "maximum": MAX_TOP_K})
+    document: str | None = Field(None, min_length=1, max_length=MAX_DOCUMENT_CHARS,
+                                 description=DOCUMENT_DESCRIPTION, examples=["厦府〔2026〕88号"])
 
     @field_validator("query")
     @classmethod
@@ -84,6 +89,8 @@ class SearchRequest(StrictModel):
 class AskRequest(StrictModel):
     question: str = Field(..., description="The question, Chinese or English.", examples=["外资能办医院吗？"])
     conversation_id: str | None = Field(None, max_length=128, description="Continue this conversation.")
+    document: str | None = Field(None, min_length=1, max_length=MAX_DOCUMENT_CHARS,
+                                 description=DOCUMENT_DESCRIPTION, examples=["厦府〔2026〕88号"])
 
     @field_validator("question")
     @classmethod

@@ -28,6 +28,7 @@ from assistant.api.models import (
     SearchRequest,
     TaskBody,
 )
+from assistant.ingest.library import UnknownDocument
 from assistant.ingest.models import Corpus, Task
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ def health_json(services: Services) -> dict[str, Any]:
     return {
         "status": "ok",
         "doc_number": engine.corpus.meta.doc_number,
+        "documents": [d.info() for d in engine.library.documents],
         "tasks": len(engine.corpus.tasks),
         "categories": len(engine.corpus.categories),
         "index": {"build": engine.index.folder.name, "built_at": manifest.get("built_at"),
@@ -96,7 +98,9 @@ router = APIRouter()
              responses={200: {"model": SearchBody}, **ERRORS})
 def search(body: SearchRequest, services: ServicesDep) -> JSONResponse:
     """Ranked tasks and passages for a question, with the coverage decision (full, partial, none)."""
-    return JSONResponse(services.need_engine().search(body.query, top_k=body.top_k).to_json())
+    engine = services.need_engine()
+    document = _document(engine, body.document)
+    return JSONResponse(engine.search(body.query, top_k=body.top_k, document=document).to_json())
 
 
 @router.post("/api/ask", response_model=None, tags=["answers"], responses={200: {"model": AskBody}, **ERRORS})
@@ -106,7 +110,20 @@ def ask(body: AskRequest, services: ServicesDep) -> JSONResponse:
     An unknown or expired id is answered in a new conversation, with ``conversation_reset: true``;
     when the conversation store cannot be used the answer is a 503 (retry with the same id).
     """
-    return JSONResponse(services.need_assistant().ask(body.question, conversation_id=body.conversation_id).to_json())
+    assistant = services.need_assistant()
+    document = _document(assistant.engine, body.document)
+    return JSONResponse(assistant.ask(body.question, conversation_id=body.conversation_id,
+                                      document=document).to_json())
+
+
+def _document(engine: Any, number: str | None) -> str | None:
+    """The document filter of a request, checked against the library (422 naming the documents there are)."""
+    if number is None:
+        return None
+    try:
+        return engine.library.require(number).number
+    except UnknownDocument as exc:
+        raise StarletteHTTPException(422, f"'document': {exc}") from exc
 
 
 @router.get("/api/tasks/{number}", response_model=None, tags=["plan"],

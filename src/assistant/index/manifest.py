@@ -17,6 +17,7 @@ from assistant.config import Settings
 from assistant.index.units import unit_nodes
 from assistant.ingest.corpus import corpus_records
 from assistant.ingest.knowledge import Knowledge, load_knowledge
+from assistant.ingest.library import Library, as_library
 from assistant.ingest.models import Corpus
 from assistant.ingest.vocabulary import load_vocabulary
 
@@ -62,8 +63,12 @@ class IndexUnavailable(IndexProblem):
     """The index database cannot be reached or used; the message names it (without the password)."""
 
 
-def corpus_fingerprint(corpus: Corpus) -> str:
-    payload = json.dumps(corpus_records(corpus), ensure_ascii=False, sort_keys=True, default=str)
+def corpus_fingerprint(corpus: Corpus | Library) -> str:
+    """sha256 of the corpus records; of a library, of every document's (one document: its own, as always)."""
+    library = as_library(corpus)
+    records = [corpus_records(doc.corpus) for doc in library.documents]
+    payload = json.dumps(records[0] if len(records) == 1 else records, ensure_ascii=False, sort_keys=True,
+                         default=str)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -75,11 +80,12 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def unit_knowledge(settings: Settings, corpus: Corpus) -> Knowledge | None:
-    """The task knowledge the index uses (None when ``settings.knowledge`` is off)."""
+def unit_knowledge(settings: Settings, corpus: Corpus | Library) -> Knowledge | None:
+    """The task knowledge the index uses (None when ``settings.knowledge`` is off): the primary plan's
+    reviewed knowledge only; the units of other documents have no knowledge view."""
     if not settings.knowledge:
         return None
-    ids = [n.node_id for n in unit_nodes(corpus)]
+    ids = [n.node_id for n in unit_nodes(as_library(corpus).corpus)]
     return load_knowledge(settings.annotations_path, ids)
 
 
@@ -127,7 +133,7 @@ def read_manifest(folder: Path) -> dict:
     return manifest
 
 
-def verify(folder: Path, settings: Settings, corpus: Corpus, available: set[str]) -> dict:
+def verify(folder: Path, settings: Settings, corpus: Corpus | Library, available: set[str]) -> dict:
     """Check an index folder against its manifest, the current corpus and the embedders here.
 
     ``available`` are the configured embedders that run on this machine: the index must hold

@@ -43,12 +43,14 @@ from assistant.index.pg_db import TRANSIENT, IndexDatabase, IndexUnavailable
 from assistant.index.pg_dense import PgDenseIndex, write_dense
 from assistant.index.pg_sparse import PgSparseIndex, SparseTables, TermStats, write_sparse
 from assistant.index.store import LoadedIndex, corpus_analyzer, load_index
-from assistant.index.units import sparse_text, unit_nodes
+from assistant.index.units import library_nodes, sparse_text
+from assistant.ingest.library import as_library
 from assistant.ingest.vocabulary import load_vocabulary
 
 if TYPE_CHECKING:
     from assistant.config import Settings
     from assistant.index.embedders import OfflineEmbedding
+    from assistant.ingest.library import Library
     from assistant.ingest.models import Corpus
 
 __all__ = ["IndexUnavailable", "PgLoadedIndex", "load_published", "prune", "publish", "publish_build",
@@ -89,7 +91,7 @@ def publish(loaded: LoadedIndex, dsn: str, schema: str = "assistant_index") -> i
         db.close()
 
 
-def publish_build(settings: Settings, corpus: Corpus, embedders: dict[str, OfflineEmbedding],
+def publish_build(settings: Settings, corpus: Corpus | Library, embedders: dict[str, OfflineEmbedding],
                   folder: Path | None = None) -> int:
     """Publish the embedded build ``folder`` (default: the current one) to ``settings``' backend database."""
     if not settings.index_dsn:
@@ -179,7 +181,7 @@ def _sparse_channels(loaded: LoadedIndex) -> list[tuple[str, Any, list[str]]]:
         channels.append(("bm25", loaded.sparse, [sparse_text(n) for n in loaded.nodes]))
     if loaded.sparse_knowledge is not None and loaded.knowledge is not None:
         channels.append(("bm25" + KNOWLEDGE_SUFFIX, loaded.sparse_knowledge,
-                         [loaded.knowledge.units[n.node_id].sparse_text() for n in loaded.nodes]))
+                         [u.sparse_text() if (u := loaded.knowledge.get(n.node_id)) else "" for n in loaded.nodes]))
     return channels
 
 
@@ -204,7 +206,7 @@ def prune(conn: psycopg.Connection) -> list[int]:
 
 
 # --- loading -------------------------------------------------------------------------------------
-def load_published(settings: Settings, corpus: Corpus, embedders: dict[str, OfflineEmbedding],
+def load_published(settings: Settings, corpus: Corpus | Library, embedders: dict[str, OfflineEmbedding],
                    previous: LoadedIndex | None = None) -> PgLoadedIndex:
     """The published version, verified like a build folder; ``previous`` (a PgLoadedIndex) is returned
     as it is when it is still the published version, and its connection pool is reused."""
@@ -235,7 +237,7 @@ def load_published(settings: Settings, corpus: Corpus, embedders: dict[str, Offl
         raise
 
 
-def _read_published(settings: Settings, corpus: Corpus, embedders: dict[str, OfflineEmbedding],
+def _read_published(settings: Settings, corpus: Corpus | Library, embedders: dict[str, OfflineEmbedding],
                     db: IndexDatabase, conn: psycopg.Connection, previous: LoadedIndex | None) -> PgLoadedIndex:
     row = conn.execute("SELECT p.version, v.build, v.manifest FROM published p JOIN versions v"
                        " ON v.version = p.version").fetchone()
@@ -254,13 +256,14 @@ def _read_published(settings: Settings, corpus: Corpus, embedders: dict[str, Off
         verify(Path(tmp), settings, corpus, set(embedders))
     nodes = [TextNode(id_=node_id, text=text, metadata=metadata) for node_id, text, metadata in
              conn.execute(f"SELECT node_id, text, metadata FROM {prefix}units ORDER BY position").fetchall()]
-    if [n.node_id for n in nodes] != [n.node_id for n in unit_nodes(corpus)]:
+    library = as_library(corpus)
+    if [n.node_id for n in nodes] != [n.node_id for n in library_nodes(library)]:
         raise IndexCorrupt(f"index version {version} in {db.where} holds other units than the corpus")
     channels = {r[0]: r for r in conn.execute(
         f"SELECT name, kind, units, views, max_views, dim FROM {prefix}channels").fetchall()}
     dense = _dense_channels(db, version, manifest, channels, embedders)
     vocabulary = load_vocabulary(settings.annotations_path)
-    analyzer = corpus_analyzer(vocabulary, corpus)
+    analyzer = corpus_analyzer(vocabulary, library.corpus)
     unit_ids = [n.node_id for n in nodes]
     sparse = {name: PgSparseIndex.read(db, conn, SparseTables(name, version), unit_ids, analyzer)
               for name in ("bm25", "bm25" + KNOWLEDGE_SUFFIX) if name in channels}
@@ -268,8 +271,8 @@ def _read_published(settings: Settings, corpus: Corpus, embedders: dict[str, Off
         raise IndexCorrupt(f"index version {version} in {db.where} has no BM25 tables")
     return PgLoadedIndex(folder=Path("postgres", db.schema, f"v{version}-{build}"), manifest=manifest, nodes=nodes,
                          dense=dense, sparse=sparse.get("bm25"), sparse_knowledge=sparse.get("bm25" + KNOWLEDGE_SUFFIX),
-                         analyzer=analyzer, vocabulary=vocabulary, knowledge=unit_knowledge(settings, corpus),
-                         version=version, db=db, files=files, depth=settings.candidates_per_retriever)
+                         analyzer=analyzer, vocabulary=vocabulary, knowledge=unit_knowledge(settings, library),
+                         library=library, version=version, db=db, files=files, depth=settings.candidates_per_retriever)
 
 
 def _dense_channels(db: IndexDatabase, version: int, manifest: dict, channels: dict[str, tuple],

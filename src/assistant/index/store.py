@@ -49,9 +49,9 @@ from assistant.index.manifest import (
     write_manifest,
 )
 from assistant.index.sparse import SparseIndex
-from assistant.index.units import domain_stopwords, knowledge_views, sparse_text, unit_nodes, unit_views
-from assistant.ingest.corpus import load_corpus
+from assistant.index.units import domain_stopwords, knowledge_views, library_nodes, library_views, sparse_text
 from assistant.ingest.knowledge import Knowledge
+from assistant.ingest.library import Library, as_library, load_library
 from assistant.ingest.models import Corpus
 from assistant.ingest.vocabulary import Vocabulary, load_vocabulary
 
@@ -116,6 +116,7 @@ class LoadedIndex:
     analyzer: TextAnalyzer | None = None
     vocabulary: Vocabulary | None = None
     knowledge: Knowledge | None = None
+    library: Library | None = None  # the documents whose units these are
     unit_index: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -135,13 +136,15 @@ def corpus_analyzer(vocabulary: Vocabulary, corpus: Corpus) -> TextAnalyzer:
 
 def build_index(
     settings: Settings,
-    corpus: Corpus | None = None,
+    corpus: Corpus | Library | None = None,
     embedders: dict[str, OfflineEmbedding] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     before_publish: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Build every configured index into a temporary folder, then publish it atomically."""
-    corpus = corpus or load_corpus(settings)
+    """Build every configured index into a temporary folder, then publish it atomically.
+
+    Every document of the library gets text views and BM25; the task knowledge is the primary plan's."""
+    library = as_library(corpus) if corpus is not None else load_library(settings)
     embedders = embedders if embedders is not None else available_embedders(settings)
     root = settings.index_path
     builds = root / "builds"
@@ -152,10 +155,10 @@ def build_index(
     started = time.perf_counter()
     report = progress or (lambda stage, done, total: None)
     try:
-        nodes = unit_nodes(corpus)
-        views = unit_views(corpus)
-        analyzer = corpus_analyzer(load_vocabulary(settings.annotations_path), corpus)
-        knowledge = unit_knowledge(settings, corpus)
+        nodes = library_nodes(library)
+        views = library_views(library)
+        analyzer = corpus_analyzer(load_vocabulary(settings.annotations_path), library.corpus)
+        knowledge = unit_knowledge(settings, library)
         channels = {"": views}
         if knowledge is not None:
             channels[KNOWLEDGE_SUFFIX] = knowledge_views(knowledge, [n.node_id for n in nodes])
@@ -175,7 +178,7 @@ def build_index(
                               analyzer).save(tmp / "bm25")
             if knowledge is not None:
                 SparseIndex.build([n.node_id for n in nodes],
-                                  [knowledge.units[n.node_id].sparse_text() for n in nodes],
+                                  [_knowledge_text(knowledge, n.node_id) for n in nodes],
                                   analyzer).save(tmp / f"bm25{KNOWLEDGE_SUFFIX}")
         report("done", len(embedders) + 1, len(embedders) + 1)
 
@@ -183,9 +186,10 @@ def build_index(
             **index_config(settings, embedders),
             "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "build_seconds": round(time.perf_counter() - started, 3),
-            "doc_number": corpus.meta.doc_number,
-            "source_sha256": corpus.source_sha256,
-            "corpus_sha256": corpus_fingerprint(corpus),
+            "doc_number": library.corpus.meta.doc_number,
+            "documents": library.numbers,
+            "source_sha256": library.corpus.source_sha256,
+            "corpus_sha256": corpus_fingerprint(library),
             "units": len(nodes),
             "views": {suffix or "text": len(v) for suffix, v in channels.items()},
             "knowledge_sha256": knowledge.sha256 if knowledge is not None else None,
@@ -202,6 +206,12 @@ def build_index(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _knowledge_text(knowledge: Knowledge, unit_id: str) -> str:
+    """A unit's knowledge field for BM25; empty for the units of documents without reviewed knowledge."""
+    unit = knowledge.get(unit_id)
+    return unit.sparse_text() if unit is not None else ""
 
 
 def encode_cached(embedder: OfflineEmbedding, texts: list[str], cache_dir: Path) -> np.ndarray:
@@ -278,18 +288,18 @@ def current_build(settings: Settings) -> Path:
     return link.resolve()
 
 
-def load_index(settings: Settings, corpus: Corpus | None = None,
+def load_index(settings: Settings, corpus: Corpus | Library | None = None,
                embedders: dict[str, OfflineEmbedding] | None = None, folder: Path | None = None) -> LoadedIndex:
     """Load and verify the published index (or ``folder``); raises IndexMissing/Stale/Corrupt."""
     import faiss
 
-    corpus = corpus or load_corpus(settings)
+    library = as_library(corpus) if corpus is not None else load_library(settings)
     folder = folder or current_build(settings)
     embedders = embedders if embedders is not None else available_embedders(settings)
-    manifest = verify(folder, settings, corpus, set(embedders))
+    manifest = verify(folder, settings, library, set(embedders))
     try:
         docstore = SimpleDocumentStore.from_persist_path(str(folder / "docstore.json"))
-        nodes = [docstore.get_node(uid) for uid in (n.node_id for n in unit_nodes(corpus))]
+        nodes = [docstore.get_node(uid) for uid in (n.node_id for n in library_nodes(library))]
         dense = {}
         for name, key in dense_channels(manifest, embedders):
             store = FaissVectorStore(faiss_index=faiss.read_index(str(folder / "dense" / f"{key}.faiss")))
@@ -299,7 +309,7 @@ def load_index(settings: Settings, corpus: Corpus | None = None,
                                    "`policy-assistant ingest`")
             dense[key] = DenseIndex(embedders[name], store, view_units)
         vocabulary = load_vocabulary(settings.annotations_path)
-        analyzer = corpus_analyzer(vocabulary, corpus)
+        analyzer = corpus_analyzer(vocabulary, library.corpus)
         sparse = SparseIndex.load(folder / "bm25", analyzer) if manifest.get("bm25") else None
         sparse_k = (SparseIndex.load(folder / f"bm25{KNOWLEDGE_SUFFIX}", analyzer)
                     if manifest.get("bm25") and manifest.get("knowledge") else None)
@@ -310,4 +320,4 @@ def load_index(settings: Settings, corpus: Corpus | None = None,
                            ) from exc
     return LoadedIndex(folder=folder, manifest=manifest, nodes=nodes, dense=dense, sparse=sparse,
                        sparse_knowledge=sparse_k, analyzer=analyzer, vocabulary=vocabulary,
-                       knowledge=unit_knowledge(settings, corpus))
+                       knowledge=unit_knowledge(settings, library), library=library)

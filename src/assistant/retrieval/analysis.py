@@ -78,10 +78,13 @@ class QueryAnalyzer:
         self._en_cue = re.compile(r"\b(?:" + "|".join(re.escape(c) for c in cues.en) + r")\b", re.IGNORECASE)
         self._list = {"zh": re.compile(cues.list_zh), "en": re.compile(cues.list_en, re.IGNORECASE)}
 
-    def analyse(self, query: str, use_lookup: bool = True, also: tuple[str, ...] = ()) -> QueryAnalysis:
+    def analyse(self, query: str, use_lookup: bool = True, also: tuple[str, ...] = (),
+                max_task: int | None = None) -> QueryAnalysis:
+        """``max_task``: the last task of the document a lookup reads in (default: the primary plan's)."""
         text = normalise_query(query)[: self.max_chars]
         lang = detect_language(text)
-        lookup = find_task_references(text, self.max_task) if use_lookup and text else Lookup()
+        last = self.max_task if max_task is None else max_task
+        lookup = find_task_references(text, last) if use_lookup and text else Lookup()
         focus = self.focus(text, lang) if self.use_focus else None
         return QueryAnalysis(raw=query, text=text, lang=lang, lookup=lookup, focus=focus,
                              asked=frozenset(self.answer_types.expected(text)),

@@ -27,12 +27,13 @@ from assistant.index.store import (
     build_index,
     load_index,
 )
-from assistant.ingest.corpus import load_corpus
+from assistant.ingest.library import Library, UnknownDocument, load_library
 from assistant.ingest.models import Corpus
 from assistant.retrieval.analysis import QueryAnalyzer
 from assistant.retrieval.candidates import DenseRetriever, QueryEncoder, Retriever, SparseRetriever
+from assistant.retrieval.documents import document_scopes, positions_of
 from assistant.retrieval.followup import FollowupResolver, PriorTurn, load_cues
-from assistant.retrieval.pipeline import RunOptions, Snapshot, run
+from assistant.retrieval.pipeline import NOT_CITED_FOR_TOPICS, RunOptions, Snapshot, run
 from assistant.retrieval.rerank import ClauseRelevance
 from assistant.retrieval.scope.answer_types import AnswerTypeCheck
 from assistant.retrieval.scope.model import ScopeModel
@@ -40,7 +41,7 @@ from assistant.retrieval.scope.places import PlaceCheck
 from assistant.retrieval.structure import StructureReader
 from assistant.retrieval.types import Hit, SearchResult
 
-__all__ = ["Hit", "SearchEngine", "SearchResult", "calibrator"]
+__all__ = ["Hit", "SearchEngine", "SearchResult", "UnknownDocument", "calibrator"]
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,16 @@ RebuildPolicy = Literal["never", "if_needed", "always"]
 
 
 class SearchEngine:
-    """Loads the index and models once and answers ``search`` calls."""
+    """Loads the index and models once and answers ``search`` calls.
+
+    ``corpus`` is the primary plan; ``library`` (default: the index's, else that plan alone) is every
+    document the index holds."""
 
     def __init__(self, settings: Settings, corpus: Corpus, index: LoadedIndex,
-                 scope: ScopeModel | None = None) -> None:
+                 scope: ScopeModel | None = None, library: Library | None = None) -> None:
         self.settings = settings
         self.corpus = corpus
+        self.library = library or getattr(index, "library", None) or Library.single(corpus)
         self.max_task = max(t.number for t in corpus.tasks)
         self._encoders: dict[str, QueryEncoder] = {}
         self._snapshot = self._build_snapshot(index, scope)
@@ -95,7 +100,11 @@ class SearchEngine:
         thesaurus = index.knowledge.thesaurus if index.knowledge is not None else ()
         relevance = ClauseRelevance(index.analyzer, unit_texts, thesaurus)
         structure = StructureReader(self.corpus, vocabulary.question_cues.structure, index.analyzer.token_set)
+        unit_ids = [node.node_id for node in index.nodes]
+        documents = document_scopes(self.library, unit_ids, vocabulary.question_cues.structure,
+                                    index.analyzer.token_set, index.knowledge)
         return Snapshot(index=index, retrievers=retrievers, followup=followup, structure=structure,
+                        documents=documents, not_cited=positions_of(unit_ids, NOT_CITED_FOR_TOPICS),
                         scope=scope if scope is not None else ScopeModel.load(index.folder),
                         analyzer=analyzer, relevance=relevance, answer_types=answer_types,
                         encoders=dict(self._encoders), focus_embedders=frozenset(self.settings.focus_embedders))
@@ -133,7 +142,8 @@ class SearchEngine:
         A corrupt index is refused (``IndexCorrupt``) unless ``rebuild="always"``.
         """
         settings = settings or get_settings()
-        corpus = load_corpus(settings)
+        library = load_library(settings)
+        corpus = library.corpus
         embedders = available_embedders(settings)
         load = load_index
         if settings.backend == "postgres":  # psycopg is imported only in this mode
@@ -142,22 +152,22 @@ class SearchEngine:
             load = load_published  # type: ignore[assignment]
 
         def build() -> None:
-            folder = build_index(settings, corpus, embedders, progress,
-                                 before_publish=calibrator(settings, corpus, embedders))
+            folder = build_index(settings, library, embedders, progress,
+                                 before_publish=calibrator(settings, library, embedders))
             if settings.backend == "postgres":  # the embedded build, then copied in as a new version
-                publish_build(settings, corpus, embedders, folder)
+                publish_build(settings, library, embedders, folder)
 
         if rebuild == "always":
             build()
         try:
-            index = load(settings, corpus, embedders)
+            index = load(settings, library, embedders)
         except (IndexMissing, IndexStale) as exc:
             if rebuild == "never":
                 raise
             log.warning("%s: building the index", exc)
             build()
-            index = load(settings, corpus, embedders)
-        return cls(settings, corpus, index)
+            index = load(settings, library, embedders)
+        return cls(settings, corpus, index, library=library)
 
     def reload(self) -> bool:
         """Swap in a newly published index (atomically for readers); True when it changed."""
@@ -165,9 +175,9 @@ class SearchEngine:
         if _published(self.index):  # one query when the published version is still the same
             from assistant.index.pg_store import load_published
 
-            index = load_published(self.settings, self.corpus, embedders, previous=self.index)
+            index = load_published(self.settings, self.library, embedders, previous=self.index)
         else:
-            index = load_index(self.settings, self.corpus, embedders)
+            index = load_index(self.settings, self.library, embedders)
         if index.folder == self.index.folder:
             return False
         self._snapshot = self._build_snapshot(index, None)
@@ -192,15 +202,18 @@ class SearchEngine:
     # --- search --------------------------------------------------------------------------
     def search(self, query: str, top_k: int = 10, retrievers: Sequence[str] | None = None,
                use_lookup: bool | None = None, rerank: bool | None = None,
-               context: Sequence[PriorTurn] = ()) -> SearchResult:
+               context: Sequence[PriorTurn] = (), document: str | None = None) -> SearchResult:
         """Ranked tasks and passages for ``query``, best first, with the answerability decision.
 
         ``context`` is the conversation's earlier turns (oldest first): the follow-up stage resolves
-        the question against them.
+        the question against them. ``document`` (a document number) restricts the search to that
+        document's units; an unknown number raises :class:`UnknownDocument`.
         """
+        if document is not None:
+            document = self.library.require(document).number
         options = RunOptions(top_k=top_k, retrievers=retrievers,
                              use_lookup=self.settings.lookup if use_lookup is None else use_lookup,
-                             rerank=self.settings.rerank if rerank is None else rerank)
+                             rerank=self.settings.rerank if rerank is None else rerank, document=document)
         return run(self._snapshot, self.settings, self._encode_pool, query, options, context)
 
 
@@ -209,18 +222,20 @@ def _published(index: LoadedIndex) -> bool:
     return getattr(index, "backend", "embedded") == "postgres"
 
 
-def calibrator(settings: Settings, corpus: Corpus,
+def calibrator(settings: Settings, corpus: Corpus | Library,
                embedders: dict[str, OfflineEmbedding]) -> Callable[[Path], None]:
-    """A ``before_publish`` hook: calibrate the scope model into the new build."""
+    """A ``before_publish`` hook: calibrate the scope model into the new build (on the primary plan's
+    questions, searched in the primary plan's units only: other documents do not change the model)."""
+    library = corpus if isinstance(corpus, Library) else Library.single(corpus)
 
     def calibrate(folder: Path) -> None:
         from assistant.retrieval.scope.calibration import calibrate_scope
 
         try:
-            index = load_index(settings, corpus, embedders, folder=folder)
+            index = load_index(settings, library, embedders, folder=folder)
         except IndexProblem as exc:  # pragma: no cover - just built
             raise IndexCorrupt(f"the new index does not load: {exc}") from exc
-        engine = SearchEngine(settings, corpus, index, scope=None)
+        engine = SearchEngine(settings, library.corpus, index, scope=None, library=library)
         try:
             model = calibrate_scope(engine, settings)
         finally:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from assistant.ingest.library import NAMESPACE, split_unit_id
 from assistant.text import chinese_to_int, detect_language, jieba_module
 
 # Lengths (Chinese characters, English words): a question this short may lean on the conversation
@@ -239,13 +240,17 @@ class FollowupResolver:
 
     def _neighbour(self, question: str, lang: str, cited: tuple[str, ...]) -> str | None:
         """"下一项", "the one before it": the annex task next to the one just discussed."""
-        tasks = [int(u.split(":")[1]) for u in cited if u.startswith("task:")]
+        # a unit id may be namespaced by its document ("厦府〔2026〕99号/task:3"): the neighbour is in the same one
+        tasks = [(key, int(local.split(":")[1])) for key, local in map(split_unit_id, cited)
+                 if local.startswith("task:")]
         if not tasks:
             return None
+        key, number = tasks[0]
+        prefix = f"{key}{NAMESPACE}" if key else ""
         if self.p[f"{lang}_next"].search(question):
-            return f"task:{tasks[0] + 1}"
+            return f"{prefix}task:{number + 1}"
         if self.p[f"{lang}_previous"].search(question):
-            return f"task:{tasks[0] - 1}"
+            return f"{prefix}task:{number - 1}"
         return None
 
     # --- the stage ----------------------------------------------------------------------

@@ -39,6 +39,11 @@ def neighbours_after_support(order: list[tuple[int, float]], support: Sequence[i
     return order[: last + 1] + [(p, score) for p, (_, score) in zip(moved, tail, strict=True)]
 
 
+def _document(meta: dict) -> str | None:
+    return (meta.get("document") or {}).get("number")
+
+
 def _adjacent(meta: dict, lead: dict) -> bool:
+    """The next or previous task of the lead's category in the lead's own document."""
     return (bool(meta.get("task")) and meta.get("category_no") == lead.get("category_no")
-            and abs(meta["task"] - lead["task"]) == 1)
+            and _document(meta) == _document(lead) and abs(meta["task"] - lead["task"]) == 1)

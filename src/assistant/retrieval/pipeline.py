@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -27,7 +27,9 @@ from assistant.config import Settings
 from assistant.index.store import KNOWLEDGE_SUFFIX, LoadedIndex
 from assistant.retrieval.analysis import QueryAnalysis, QueryAnalyzer
 from assistant.retrieval.candidates import QueryEncoder, Retriever, encoder_of, score_candidates
+from assistant.retrieval.documents import DocumentScope, evidence_scores, restrict
 from assistant.retrieval.followup import FollowupResolver, PriorTurn, Resolution
+from assistant.retrieval.followup_decision import answers_better, followup_decision
 from assistant.retrieval.fusion import fuse
 from assistant.retrieval.neighbours import neighbours_after_support
 from assistant.retrieval.rerank import ClauseRelevance, QuestionTerms, RerankResult, rerank, sentences
@@ -44,7 +46,6 @@ FORM_EMBEDDER = "use"
 # Units that hold no measures: they answer metadata questions, never a topical one.
 NOT_CITED_FOR_TOPICS = ("section:notice", "section:distribution")
 TOPIC_CHARS = 120  # the most of a unit's text an ordinal follow-up retrieves with
-FULLY_NAMED = 0.99  # share of a fragment's (IDF-weighted) words a unit must hold to name it
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,17 @@ class Snapshot:
     answer_types: AnswerTypeCheck
     encoders: dict[str, QueryEncoder]
     followup: FollowupResolver
-    structure: StructureReader
+    structure: StructureReader  # the primary plan's annex
     focus_embedders: frozenset[str] = frozenset({"use"})  # settings.focus_embedders
+    documents: dict[str, DocumentScope] = field(default_factory=dict)  # by number, the primary plan's first
+    not_cited: frozenset[int] | None = None  # positions of every document's notice and distribution list
+
+
+def document_scope(snapshot: Snapshot, number: str | None) -> DocumentScope | None:
+    """The scope lookups and structure facts read in: the filter's document, else the primary plan's."""
+    if not snapshot.documents:
+        return None
+    return snapshot.documents[number] if number is not None else next(iter(snapshot.documents.values()))
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,7 @@ class RunOptions:
     retrievers: Sequence[str] | None = None
     use_lookup: bool = True
     rerank: bool = True
+    document: str | None = None  # restrict the candidates to this document's units (its number)
 
 
 def _unit_text(index: LoadedIndex, position: int, lang: str) -> str:
@@ -137,7 +148,8 @@ def evidence(snapshot: Snapshot, analysis: QueryAnalysis, scores: dict[str, np.n
 def _reranked(snapshot: Snapshot, analysis: QueryAnalysis, fused: list[tuple[int, float]],
               options: RunOptions) -> RerankResult:
     index = snapshot.index
-    blocked = {index.unit_index[u] for u in NOT_CITED_FOR_TOPICS if u in index.unit_index}
+    blocked = (snapshot.not_cited if snapshot.not_cited is not None
+               else {index.unit_index[u] for u in NOT_CITED_FOR_TOPICS if u in index.unit_index})
     terms = snapshot.relevance.question_terms(analysis.text)
     result = rerank(snapshot.relevance, terms, fused, lambda p: _unit_text(index, p, analysis.lang),
                     lambda p: p not in blocked, analysis.wants_list, reorder=options.rerank)
@@ -159,7 +171,7 @@ def _hit(index: LoadedIndex, position: int, score: float, ranks: dict[str, int],
     return Hit(unit_id=node.node_id, task=meta.get("task"), section=meta["section"], text=node.text,
                text_en=meta.get("text_en"), score=float(score), retrievers=dict(ranks), kind=meta["kind"],
                category_no=meta.get("category_no"), section_id=meta.get("section_id"),
-               linked_tasks=list(meta.get("tasks") or []), **extra)
+               linked_tasks=list(meta.get("tasks") or []), document=meta.get("document"), **extra)
 
 
 def _hits(snapshot: Snapshot, pinned: list[str], fused: list[tuple[int, float]], ranks: dict,
@@ -202,43 +214,6 @@ def _context_scores(index: LoadedIndex, resolution: Resolution) -> np.ndarray | 
     return scores
 
 
-_COVERAGE_RANK = {"none": 0, "partial": 1, "full": 2}
-
-
-def _answers_better(candidate: Decision, current: Decision) -> bool:
-    """A fuller coverage wins; between two partial answers, the more confident one."""
-    a, b = _COVERAGE_RANK[candidate.coverage], _COVERAGE_RANK[current.coverage]
-    return a > b or (a == b == 1 and candidate.confidence > current.confidence)
-
-
-def _names_every_word(snapshot: Snapshot, fragment: str, support: list[Hit]) -> bool:
-    """Whether one support unit holds every content word of ``fragment`` in its text or its knowledge."""
-    for hit in support:
-        position = snapshot.index.unit_index[hit.unit_id]
-        found = [r.coverage(fragment, position)[1] for name in ("bm25", "bm25" + KNOWLEDGE_SUFFIX)
-                 if (r := snapshot.retrievers.get(name)) is not None and hasattr(r, "coverage")]
-        if not found or max(found) >= FULLY_NAMED:
-            return True
-    return False
-
-
-def _followup_decision(snapshot: Snapshot, resolution: Resolution, decision: Decision,
-                       support: list[Hit]) -> Decision:
-    """What a follow-up's resolution adds to the calibrated decision (fitted on single questions)."""
-    units = {h.unit_id for h in support}
-    if (resolution.kind == "substitution" and decision.coverage == "full" and resolution.also and support
-            and not _names_every_word(snapshot, resolution.also[0], support)):
-        # "那台湾律师呢" after Hong Kong lawyers: the plan answers only if the cited unit names the new object
-        return replace(decision, coverage="partial", reason="the cited units do not name its new object")
-    if resolution.kind == "narrowing" and units and units <= set(resolution.context_units):
-        # "which of those are about leasing?" picks among units the plan was just listed for
-        return replace(decision, coverage="full", reason="narrows the previous answer's units")
-    if resolution.kind == "attachment" and decision.coverage == "none" and units & set(resolution.context_units):
-        # "它大概什么时候能落地" asks more about units just cited: the plan addresses the topic
-        return replace(decision, coverage="partial", reason="asks more about the units just cited")
-    return decision
-
-
 def run(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecutor | None, query: str,
         options: RunOptions, context: Sequence[PriorTurn] = ()) -> SearchResult:
     """Ranked tasks and passages for ``query``, best first, with the answerability decision.
@@ -256,7 +231,7 @@ def run(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecutor | None,
         continuation = snapshot.followup.continuation(query, context)
         if continuation is not None:
             other = _run_resolved(snapshot, settings, pool, query, continuation, options, time.perf_counter())
-            if _answers_better(other.decision, result.decision):
+            if answers_better(other.decision, result.decision):
                 result = other
     result.timings_ms["total"] = (time.perf_counter() - started) * 1000
     return result
@@ -266,13 +241,17 @@ def _run_resolved(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecut
                   resolution: Resolution, options: RunOptions, started: float) -> SearchResult:
     # an ordinal follow-up ("第二条详细说说") names a position in the last answer, not task 2
     use_lookup = options.use_lookup and resolution.kind != "ordinal"
-    analysis = snapshot.analyzer.analyse(resolution.query, use_lookup, resolution.also)
+    scope = document_scope(snapshot, options.document)
+    analysis = snapshot.analyzer.analyse(resolution.query, use_lookup, resolution.also,
+                                         scope.max_task if scope is not None else None)
     timings: dict[str, float] = {"analysis": (time.perf_counter() - started) * 1000}
     resolved = resolution.query if resolution.query != query else None
     names = list(options.retrievers) if options.retrievers is not None else list(snapshot.retrievers)
     if not analysis.text:
-        return SearchResult(query, analysis, Decision("none", 0.0, reason="empty question"), [], timings)
-    pinned = [f"task:{n}" for n in analysis.lookup.valid] + list(resolution.pinned_units)
+        return SearchResult(query, analysis, Decision("none", 0.0, reason="empty question"), [], timings,
+                            document=options.document)
+    pinned = [scope.document.task_unit(n) if scope is not None else f"task:{n}" for n in analysis.lookup.valid]
+    pinned += list(resolution.pinned_units)
     extra = {}
     if snapshot.scope is not None and snapshot.scope.examples is not None and snapshot.index.sparse is not None:
         extra[FORM_EMBEDDER] = [snapshot.index.sparse.question_form(analysis.scope_text) or "?"]
@@ -280,11 +259,14 @@ def _run_resolved(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecut
                                   pool, extra, meanwhile=lambda: snapshot.relevance.question_terms(analysis.text))
     timings.update(candidates.timings_ms)
     stage = time.perf_counter()
-    channels = dict(candidates.scores)
+    # a document filter masks the other documents' units in every channel, before fusion
+    members = scope.members if scope is not None and options.document is not None else None
+    scores = restrict(candidates.scores, members) if members is not None else candidates.scores
+    channels = dict(scores)
     weights = {name: settings.fusion_weights.get(name, 1.0) for name in channels}
     context_scores = _context_scores(snapshot.index, resolution)
     if context_scores is not None:
-        channels[CONTEXT_CHANNEL] = context_scores
+        channels[CONTEXT_CHANNEL] = context_scores if members is None else restrict({"": context_scores}, members)[""]
         share = resolution.context_weight if resolution.context_weight is not None else settings.followup_context_weight
         weights[CONTEXT_CHANNEL] = share * len(candidates.scores)
     fused, ranks = fuse(channels, weights, method=settings.fusion, k=settings.rrf_k,
@@ -296,9 +278,10 @@ def _run_resolved(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecut
     stage = time.perf_counter()
     structure = None
     if not pinned:
-        ranked = (snapshot.index.nodes[p].metadata.get("task") for p, _ in reranked.order[:20])
-        structure = snapshot.structure.read(analysis.text, analysis.lang, analysis.wants_list,
-                                            [n for n in ranked if n][:5])
+        reader = scope.structure if scope is not None else snapshot.structure
+        ranked = (snapshot.index.nodes[p].metadata.get("task") for p, _ in reranked.order[:20]
+                  if scope is None or scope.members[p])  # the votes of that document's own tasks
+        structure = reader.read(analysis.text, analysis.lang, analysis.wants_list, [n for n in ranked if n][:5])
         pinned = list(structure.units) if structure is not None else []
     # the answerability evidence reads the reranked head; only the listed ranking shows the neighbours
     listed = replace(reranked, order=neighbours_after_support(reranked.order, reranked.support, snapshot.index.nodes))
@@ -310,10 +293,11 @@ def _run_resolved(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecut
     elif analysis.lookup:
         decision = lookup_decision(False)
     else:
-        features = evidence(snapshot, analysis, candidates.scores, fused, reranked.order)
+        read = evidence_scores(scope, candidates.scores, scores) if members is not None else scores
+        features = evidence(snapshot, analysis, read, fused, reranked.order)
         cited = [t for h in hits if h.support for t in (h.text, h.text_en or "")]
         unmet = snapshot.answer_types.unmet(analysis.text, cited, set(analysis.asked)) if cited else set()
-        decision = _followup_decision(snapshot, resolution, decide(snapshot.scope, features, unmet, bool(fused)),
+        decision = followup_decision(snapshot, resolution, decide(snapshot.scope, features, unmet, bool(fused)),
                                       [h for h in hits if h.support])
         if decision.missing:
             check = snapshot.answer_types
@@ -331,7 +315,7 @@ def _run_resolved(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecut
     timings["answerability"] = (time.perf_counter() - stage) * 1000
     timings["total"] = (time.perf_counter() - started) * 1000
     return SearchResult(query, analysis, decision, hits, timings, resolved_query=resolved,
-                        followup=resolution.kind, structure=structure)
+                        followup=resolution.kind, structure=structure, document=options.document)
 
 
 def _quote(snapshot: Snapshot, terms: QuestionTerms, text: str) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from assistant.ingest.models import Corpus
@@ -31,11 +31,17 @@ class StructureFacts:
     kind: StructureKind
     units: tuple[str, ...]  # what the answer cites, in order
     category: int | None = None
+    document: str | None = None  # the number of the document whose annex it describes
 
 
 class StructureReader:
-    def __init__(self, corpus: Corpus, cues: dict[str, str], tokens: Callable[[str], frozenset[str]]) -> None:
+    """Structural facts of one document's annex; ``prefix`` namespaces the unit ids it cites (none for
+    the primary plan)."""
+
+    def __init__(self, corpus: Corpus, cues: dict[str, str], tokens: Callable[[str], frozenset[str]],
+                 prefix: str = "") -> None:
         self.corpus = corpus
+        self.prefix = prefix
         self.p = {k: re.compile(v, re.IGNORECASE) for k, v in cues.items()}
         self.tokens = tokens
         # the words of each category's title in both languages, less those every title shares
@@ -59,11 +65,24 @@ class StructureReader:
         number = int(token) if token.isdigit() else chinese_to_int(token)
         return number if self.corpus.category(number) is not None else None
 
+    def _share(self, category: int) -> float:
+        """The category's share of the annex's tasks (what a vote for it would be by chance)."""
+        return sum(t.category_no == category for t in self.corpus.tasks) / len(self.corpus.tasks)
+
     def _tasks_of(self, category: int) -> tuple[str, ...]:
+        """Local ids (``read`` namespaces them)."""
         return tuple(f"task:{t.number}" for t in self.corpus.tasks if t.category_no == category)
 
     def read(self, text: str, lang: str, wants_list: bool, ranked_tasks: Sequence[int]) -> StructureFacts | None:
         """The structural fact ``text`` asks for, or None for an ordinary question."""
+        facts = self._read(text, lang, wants_list, ranked_tasks)
+        if facts is None:
+            return None
+        body = {f"section:{s.id}" for s in self.corpus.sections}  # a plan without 二（一）/（二） cites none
+        units = tuple(self.prefix + u for u in facts.units if not u.startswith("section:") or u in body)
+        return replace(facts, units=units, document=self.corpus.meta.doc_number)
+
+    def _read(self, text: str, lang: str, wants_list: bool, ranked_tasks: Sequence[int]) -> StructureFacts | None:
         lang = "zh" if lang == "zh" else "en"
         body = ("section:2.1", "section:2.2")
         asks_tasks = bool(self.p[f"tasks_{lang}"].search(text))
@@ -80,6 +99,8 @@ class StructureReader:
         if counting or (wants_list and asks_tasks and self.p[f"category_word_{lang}"].search(text)):
             votes = Counter(self.corpus.task(n).category_no for n in ranked_tasks[:5] if self.corpus.task(n))
             category, count = votes.most_common(1)[0] if votes else (None, 0)
+            if category is not None and count / sum(votes.values()) <= self._share(category):
+                count = 0  # a small annex: most of any five tasks share a category, which then says nothing
             if self.p[f"category_word_{lang}"].search(text):
                 category, count = self._category_by_title(text) or category, CATEGORY_VOTES
             if category is not None and count >= CATEGORY_VOTES:

@@ -31,6 +31,7 @@ class Hit:
     alignment: float | None = None  # clause-level alignment with the question (reranked head only)
     support: bool = False  # an answer cites it
     quote: dict[str, int] = field(default_factory=dict)  # support units: lang -> index of the sentence to lead with
+    document: dict[str, Any] | None = None  # the unit's document: number, title, issuer, date
 
     def to_json(self) -> dict[str, Any]:
         return {"task": self.task, "section": self.section, "text": self.text, "text_en": self.text_en,
@@ -39,7 +40,7 @@ class Hit:
                 "retrievers": self.retrievers, "linked_tasks": self.linked_tasks,
                 "fused_rank": self.fused_rank,
                 "alignment": None if self.alignment is None else round(self.alignment, 4),
-                "support": self.support}
+                "support": self.support, "document": self.document}
 
 
 @dataclass
@@ -54,6 +55,7 @@ class SearchResult:
     resolved_query: str | None = None  # the follow-up stage's rewrite, when it made one
     followup: str = "none"  # how the follow-up stage read it: none, ordinal, substitution, attachment, narrowing
     structure: StructureFacts | None = None  # a question about the annex's own structure (counts, lists)
+    document: str | None = None  # the document filter it ran with (a document number), if any
 
     @property
     def lang(self) -> str:
@@ -107,4 +109,6 @@ class SearchResult:
             data["lookup"] = {"requested": self.lookup.requested, "invalid": self.lookup.invalid}
         if self.message:
             data["message"] = self.message
+        if self.document is not None:
+            data["document"] = self.document
         return data

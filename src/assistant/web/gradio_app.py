@@ -39,6 +39,7 @@ _CSS = """
 .citation-cards summary { cursor: pointer; font-weight: 600; }
 .citation-cards .ref, .task-card .ref { font-weight: 700; margin-right: 6px; }
 .citation-cards .section, .task-card .section { color: var(--body-text-color-subdued); font-size: 0.9em; }
+.citation-cards .document { display: block; color: var(--body-text-color-subdued); font-size: 0.8em; font-weight: 400; }
 .citation-cards .zh, .citation-cards .en, .task-card .zh, .task-card .en { margin: 6px 0; line-height: 1.6; }
 .citation-cards .en, .task-card .en { color: var(--body-text-color-subdued); }
 .badge { display: inline-block; font-size: 0.8em; padding: 0 6px; border-radius: 6px; margin-left: 6px;
@@ -116,9 +117,14 @@ def citation_cards(citations: list[Any], lang: str = "en") -> str:
             ref = f"Section {number} · 正文" if lang == "en" else f"正文 {number} · Section"
         section = _field(c, "section") or ""
         text_en = _field(c, "text_en")
+        document = _field(c, "document") or {}
+        number = document.get("number") if isinstance(document, dict) else None
+        source = (f'<span class="document" data-document="{_esc(number)}">{_esc(number)} · '
+                  f'{_esc(document.get("title"))}</span>' if number else "")
         cards.append(
             f'<details class="citation" data-task="{_esc(task)}">'
-            f'<summary><span class="ref">{_esc(ref)}</span><span class="section">{_esc(section)}</span></summary>'
+            f'<summary><span class="ref">{_esc(ref)}</span><span class="section">{_esc(section)}</span>'
+            f'{source}</summary>'
             f'<p class="zh" lang="zh-CN">{_esc(_field(c, "text"))}</p>'
             + (f'<p class="en" lang="en">{_esc(text_en)}</p>' if text_en else "")
             + "</details>"

@@ -44,8 +44,10 @@ def dev_questions(settings: Settings) -> list[dict]:
 def evidence_rows(engine: SearchEngine, questions: list[dict]) -> tuple[list[dict], np.ndarray, ScopeExamples]:
     """Pipeline features of every calibration question, and the questions as labelled examples."""
     rows, vectors, labels = [], [], []
+    # the calibration questions are about the primary plan: other documents of a library stay out of it
+    primary = engine.library.primary.number if engine.library.multiple else None
     for question in questions:
-        result = engine.search(question["question"], use_lookup=False)
+        result = engine.search(question["question"], use_lookup=False, document=primary)
         if not result.hits:
             continue
         rows.append(dict(result.features))

@@ -1,0 +1,55 @@
+"""What a follow-up's resolution adds to the calibrated decision, and which of two readings answers better.
+
+The scope model is fitted on single questions; these rules read what the follow-up stage resolved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from assistant.index.manifest import KNOWLEDGE_SUFFIX
+from assistant.retrieval.followup import Resolution
+from assistant.retrieval.scope.decision import Decision
+from assistant.retrieval.types import Hit
+
+if TYPE_CHECKING:
+    from assistant.retrieval.pipeline import Snapshot
+
+FULLY_NAMED = 0.99  # share of a fragment's (IDF-weighted) words a unit must hold to name it
+
+_COVERAGE_RANK = {"none": 0, "partial": 1, "full": 2}
+
+
+def answers_better(candidate: Decision, current: Decision) -> bool:
+    """A fuller coverage wins; between two partial answers, the more confident one."""
+    a, b = _COVERAGE_RANK[candidate.coverage], _COVERAGE_RANK[current.coverage]
+    return a > b or (a == b == 1 and candidate.confidence > current.confidence)
+
+
+def _names_every_word(snapshot: Snapshot, fragment: str, support: list[Hit]) -> bool:
+    """Whether one support unit holds every content word of ``fragment`` in its text or its knowledge."""
+    for hit in support:
+        position = snapshot.index.unit_index[hit.unit_id]
+        found = [r.coverage(fragment, position)[1] for name in ("bm25", "bm25" + KNOWLEDGE_SUFFIX)
+                 if (r := snapshot.retrievers.get(name)) is not None and hasattr(r, "coverage")]
+        if not found or max(found) >= FULLY_NAMED:
+            return True
+    return False
+
+
+def followup_decision(snapshot: Snapshot, resolution: Resolution, decision: Decision,
+                       support: list[Hit]) -> Decision:
+    """What a follow-up's resolution adds to the calibrated decision (fitted on single questions)."""
+    units = {h.unit_id for h in support}
+    if (resolution.kind == "substitution" and decision.coverage == "full" and resolution.also and support
+            and not _names_every_word(snapshot, resolution.also[0], support)):
+        # "那台湾律师呢" after Hong Kong lawyers: the plan answers only if the cited unit names the new object
+        return replace(decision, coverage="partial", reason="the cited units do not name its new object")
+    if resolution.kind == "narrowing" and units and units <= set(resolution.context_units):
+        # "which of those are about leasing?" picks among units the plan was just listed for
+        return replace(decision, coverage="full", reason="narrows the previous answer's units")
+    if resolution.kind == "attachment" and decision.coverage == "none" and units & set(resolution.context_units):
+        # "它大概什么时候能落地" asks more about units just cited: the plan addresses the topic
+        return replace(decision, coverage="partial", reason="asks more about the units just cited")
+    return decision

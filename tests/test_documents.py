@@ -1,0 +1,215 @@
+"""Documents as a dimension: a library of the real plan and a synthetic one, indexed once for the module.
+
+The second plan is written here, in the shape the parser reads (header, number, notice, body, annex
+of numbered tasks, closing block), on a topic the real plan never touches (beekeeping). Every text
+of it says that it is a fictitious test document, not a real policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from assistant.answer.chat import Assistant
+from assistant.config import Settings
+from assistant.ingest.library import UnknownDocument, load_library
+from assistant.retrieval.engine import SearchEngine
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+FAKE = "（测试用虚构文件，并非真实政策）"
+NUMBER = "测试〔2026〕99号"
+PRIMARY = "厦府〔2026〕88号"
+PREFIX = f"{NUMBER}/"
+PLAN_TITLE = f"虚构市蜂业开放试点方案{FAKE}"
+
+SOURCE = f"""
+虚构市测试局文件
+
+{NUMBER}
+
+虚构市测试局关于印发蜂业开放试点方案{FAKE}的通知
+
+各区测试单位：
+
+《{PLAN_TITLE}》已经第1次测试局务会议研究通过，现印发给你们。本文件为测试用虚构文件，并非真实政策，不得作为任何依据。
+
+（此件主动公开）
+
+{PLAN_TITLE}
+
+为检验多文件检索，特制定本虚构方案。本方案为测试用虚构文件，并非真实政策。
+
+一、发展智慧蜂业
+
+（一）建设智能蜂场
+
+支持蜂农建设智能蜂场，推广蜂蜜溯源，提升蜂产品质量。
+
+（二）推广蜜蜂授粉
+
+鼓励蜂农为果园和大棚提供蜜蜂授粉服务，增加果蔬产量。
+
+附件：蜂业开放试点任务{FAKE}
+
+附件
+
+蜂业开放试点任务{FAKE}
+
+序号	任务内容
+一、智能蜂场建设
+1	支持蜂农建设智能蜂场，为蜂箱安装温湿度传感器。
+2	推广蜂蜜溯源标签，每一瓶蜂蜜都可查询所在蜂场。
+3	建立蜂蜜质量检测中心，开展蜂蜜抗生素残留检测。
+二、蜜蜂授粉服务
+4	鼓励蜂农为果园和大棚提供蜜蜂授粉服务。
+5	设立蜂群越冬保险，补偿蜂农越冬损失。
+
+抄送：虚构市测试单位。
+
+虚构市测试局办公室
+
+2026年5月1日印发
+"""
+
+
+def write_plan(folder: Path) -> Path:
+    """The synthetic plan and its manifest, shaped like ``ingest/sources/``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bees.txt").write_text(SOURCE, encoding="utf-8")
+    manifest = {"file": "bees.txt", "title": f"虚构市测试局关于印发蜂业开放试点方案{FAKE}的通知",
+                "plan_title": PLAN_TITLE, "doc_number": NUMBER, "issuer": "虚构市测试局",
+                "approved_by": "第1次测试局务会议", "printed": "2026-05-01", "disclosure": "主动公开",
+                "annotations": "", "origin": f"Written by tests/test_documents.py {FAKE}: not a real policy.",
+                "sha256": hashlib.sha256(SOURCE.encode("utf-8")).hexdigest()}
+    (folder / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def library_settings(tmp_path_factory) -> Settings:
+    root = tmp_path_factory.mktemp("library")
+    plan = write_plan(root / "bees")
+    return Settings(home=REPO, index_dir=root / "index", library=[plan], feedback_db=root / "feedback.sqlite3",
+                    conversation_db=root / "conversations.sqlite3")
+
+
+@pytest.fixture(scope="module")
+def library_engine(library_settings) -> SearchEngine:
+    engine = SearchEngine.load(library_settings, rebuild="if_needed")
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def library_assistant(library_engine, library_settings) -> Assistant:
+    assistant = Assistant(library_engine, library_settings)
+    yield assistant
+    assistant.close()
+
+
+BEES = "蜂农可以为果园提供蜜蜂授粉服务吗？"
+
+
+def test_library_loads_primary_first(library_settings):
+    library = load_library(library_settings)
+    assert library.numbers == [PRIMARY, NUMBER] and library.multiple
+    fake = library.require(NUMBER)
+    assert FAKE in fake.corpus.meta.plan_title and FAKE in fake.corpus.section("notice").text
+    assert [t.number for t in fake.corpus.tasks] == [1, 2, 3, 4, 5]
+    assert library.of_unit(f"{PREFIX}task:4") == (fake, "task:4")
+    assert library.of_unit("task:4")[0].number == PRIMARY
+
+
+def test_every_document_is_indexed(library_engine):
+    index = library_engine.index
+    ids = [n.node_id for n in index.nodes]
+    assert ids[:111] == [f"task:{n}" for n in range(1, 112)]  # the primary plan's ids as they always were
+    assert f"{PREFIX}task:5" in ids and f"{PREFIX}section:notice" in ids
+    assert index.node(f"{PREFIX}task:2").metadata["document"] == {
+        "number": NUMBER, "title": PLAN_TITLE, "issuer": "虚构市测试局", "date": "2026-05-01"}
+    assert index.node("task:17").metadata["document"]["number"] == PRIMARY
+    assert index.knowledge.get(f"{PREFIX}task:2") is None  # no knowledge view for other documents
+    assert index.manifest["documents"] == [PRIMARY, NUMBER]
+
+
+def test_a_question_on_the_synthetic_topic_finds_its_units(library_engine, library_assistant):
+    result = library_engine.search(BEES, top_k=5)
+    assert result.hits[0].unit_id == f"{PREFIX}task:4"
+    assert result.hits[0].document["number"] == NUMBER
+    assert result.to_json()["results"][0]["document"]["number"] == NUMBER
+    answer = library_assistant.ask(BEES)
+    assert answer.citations and answer.citations[0].document["number"] == NUMBER
+    assert answer.citations[0].to_json()["document"]["title"] == PLAN_TITLE
+    assert f"[{NUMBER} 第4项]" in answer.answer and "[第4项]" not in answer.answer
+    english = library_assistant.ask("Can beekeepers offer pollination services to orchards?")
+    if english.citations:
+        assert f"[Doc No. {NUMBER} Task" in english.answer
+
+
+def test_primary_filter_excludes_the_synthetic_plan(library_engine, library_assistant):
+    result = library_engine.search(BEES, top_k=20, document=PRIMARY)
+    assert result.hits and all("/" not in h.unit_id for h in result.hits)
+    assert all(h.document["number"] == PRIMARY for h in result.hits)
+    elderly = library_assistant.ask("外资能办养老机构吗？", document=PRIMARY)
+    assert 17 in [c.task for c in elderly.citations]
+    assert f"[{PRIMARY} 第17项]" in elderly.answer  # a library's tags name the document, the primary's too
+
+
+def test_synthetic_filter_keeps_only_its_units(library_engine):
+    result = library_engine.search("外资能办养老机构吗？", top_k=20, document=NUMBER)
+    assert result.hits and all(h.unit_id.startswith(PREFIX) for h in result.hits)
+    assert result.to_json()["document"] == NUMBER
+
+
+def test_lookup_reads_in_the_filtered_document(library_engine, library_assistant):
+    assert library_engine.search("第2项", top_k=3).hits[0].unit_id == "task:2"  # no filter: the primary plan
+    hit = library_engine.search("第2项", top_k=3, document=NUMBER).hits[0]
+    assert hit.unit_id == f"{PREFIX}task:2" and "溯源" in hit.text
+    answer = library_assistant.ask("第2项是什么", document=NUMBER)
+    assert answer.mode == "lookup" and answer.citations[0].document["number"] == NUMBER
+    assert f"[{NUMBER} 第2项]" in answer.answer
+    missing = library_assistant.ask("第17项", document=NUMBER)  # the synthetic annex has five tasks
+    assert not missing.citations and "1–5" in missing.answer
+    count = library_assistant.ask("附件一共有多少项任务？", document=NUMBER)
+    assert "5项" in count.answer
+
+
+def test_unknown_document_is_a_clear_error(library_engine, library_assistant, library_settings, serve_app):
+    with pytest.raises(UnknownDocument, match=NUMBER.replace("〔", ".").replace("〕", ".")):
+        library_engine.search("蜂蜜", document="没有〔2026〕1号")
+    with pytest.raises(UnknownDocument):
+        library_assistant.ask("蜂蜜", document="没有〔2026〕1号")
+    from assistant.api.app import create_app
+
+    app = create_app(library_settings, engine=library_engine, assistant=library_assistant, ui=False)
+    with serve_app(app) as url, httpx.Client(base_url=url, timeout=120) as client:
+        for path, body in (("/api/search", {"query": "蜂蜜", "document": "没有〔2026〕1号"}),
+                           ("/api/ask", {"question": "蜂蜜", "document": "没有〔2026〕1号"})):
+            response = client.post(path, json=body)
+            assert response.status_code == 422, response.text
+            assert "unknown document" in response.json()["error"] and NUMBER in response.json()["error"]
+        found = client.post("/api/search", json={"query": BEES, "document": NUMBER, "top_k": 3}).json()
+        assert all(r["document"]["number"] == NUMBER for r in found["results"])
+        asked = client.post("/api/ask", json={"question": BEES, "document": NUMBER}).json()
+        assert asked["citations"][0]["document"]["number"] == NUMBER
+
+
+def test_one_document_reads_as_before(engine):
+    """The default engine (no ASSISTANT_LIBRARY): tags without a document, hits still carry theirs."""
+    assert not engine.library.multiple
+    assistant = Assistant(engine)
+    try:
+        answer = assistant.ask("外资能办养老机构吗？")
+    finally:
+        assistant.close()
+    assert "[第17项]" in answer.answer and PRIMARY + " 第" not in answer.answer
+    assert answer.citations[0].document["number"] == PRIMARY
+    assert engine.search("第17项", top_k=1).hits[0].document["number"] == PRIMARY
+    with pytest.raises(UnknownDocument):
+        engine.search("养老", document=NUMBER)
