@@ -213,3 +213,10 @@ def test_one_document_reads_as_before(engine):
     assert engine.search("第17项", top_k=1).hits[0].document["number"] == PRIMARY
     with pytest.raises(UnknownDocument):
         engine.search("养老", document=NUMBER)
+
+
+def test_the_readme_example_folder_is_this_plan():
+    from assistant.ingest.library import load_document
+
+    example = load_document(REPO / "examples" / "library" / "bees")
+    assert example.number == NUMBER and example.corpus.source_sha256 == hashlib.sha256(SOURCE.encode()).hexdigest()

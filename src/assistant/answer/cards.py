@@ -108,7 +108,7 @@ def lead_sentence(text: str, index: int = 0) -> str:
 def _category_label(task: Task, corpus: Corpus, lang: str) -> str:
     category = corpus.category(task.category_no)
     zh = category.label if category else task.category
-    if lang == "zh":
+    if lang == "zh" or not task.category_en:  # a plan without English renderings shows its own words
         return zh
     return f"Category {task.category_no}: {task.category_en} ({zh})"
 
