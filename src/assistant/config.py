@@ -6,6 +6,7 @@ Every knob is an environment variable with the ``ASSISTANT_`` prefix (for exampl
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -157,8 +158,14 @@ class Settings(BaseSettings):
     @field_validator("embedders", "cors_origins", "library", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
+        """``a,b`` or a JSON list ``["a", "b"]`` (left as it is when it is not JSON: pydantic then says so)."""
         if isinstance(value, str) and not value.lstrip().startswith("["):
             return [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError:
+                return value
         return value
 
     @model_validator(mode="after")

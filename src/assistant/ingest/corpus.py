@@ -169,7 +169,8 @@ def _annotated_section(section: Section, note: SectionNote) -> Section:
     })
 
 
-def _check_manifest_agrees(corpus: Corpus, manifest: SourceManifest) -> None:
+def check_manifest_agrees(corpus: Corpus, manifest: SourceManifest) -> None:
+    """The manifest's metadata is what the parser read from the text (a copy-paste slip stops the load)."""
     meta = corpus.meta
     for field, parsed in (("doc_number", meta.doc_number), ("issuer", meta.issuer), ("printed", meta.printed),
                           ("approved_by", meta.approved_by), ("disclosure", meta.disclosure),
@@ -189,7 +190,7 @@ def load_corpus(settings: Settings | None = None) -> Corpus:
     sources = settings.sources_path
     manifest = read_manifest(sources)
     corpus = parse_document(read_source(sources, manifest))
-    _check_manifest_agrees(corpus, manifest)
+    check_manifest_agrees(corpus, manifest)
     return apply_annotations(corpus, read_annotations(settings.annotations_path / manifest.annotations))
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from assistant.config import Settings, get_settings
 from assistant.ingest.corpus import (
-    _check_manifest_agrees,
     apply_annotations,
+    check_manifest_agrees,
     load_corpus,
     read_annotations,
     read_manifest,
@@ -142,7 +142,7 @@ def load_document(folder: Path) -> LibraryDocument:
         raise CorpusError(f"library folder not found: {folder} (set in ASSISTANT_LIBRARY)")
     manifest = read_manifest(folder)
     corpus = parse_document(read_source(folder, manifest))
-    _check_manifest_agrees(corpus, manifest)
+    check_manifest_agrees(corpus, manifest)
     if manifest.annotations:
         corpus = apply_annotations(corpus, read_annotations(folder / manifest.annotations))
     return LibraryDocument(corpus, primary=False, folder=folder)
