@@ -220,3 +220,23 @@ def test_the_readme_example_folder_is_this_plan():
 
     example = load_document(REPO / "examples" / "library" / "bees")
     assert example.number == NUMBER and example.corpus.source_sha256 == hashlib.sha256(SOURCE.encode()).hexdigest()
+
+
+def test_cli_document_option(library_engine, library_settings):
+    """``search --document`` on the module's library index; an unknown number is a one-line error."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, ASSISTANT_INDEX_DIR=str(library_settings.index_path),
+               ASSISTANT_LIBRARY=json.dumps([str(p) for p in library_settings.library_paths]),
+               ASSISTANT_CONVERSATION_DB=str(library_settings.conversations_path),
+               ASSISTANT_FEEDBACK_DB=str(library_settings.feedback_path))
+    cli = [sys.executable, "-m", "assistant.cli", "search", "第2项", "--json", "--top-k", "1"]
+    found = subprocess.run([*cli, "--document", NUMBER], env=env, capture_output=True, text=True, timeout=300)
+    assert found.returncode == 0, found.stderr
+    result = json.loads(found.stdout)["results"][0]
+    assert result["unit_id"] == f"{PREFIX}task:2" and result["document"]["number"] == NUMBER
+    unknown = subprocess.run([*cli, "--document", "没有〔2026〕1号"], env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert unknown.returncode == 2 and "unknown document" in unknown.stderr and "Traceback" not in unknown.stderr
