@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -139,15 +139,16 @@ def _timed(retriever: Retriever, texts: Sequence[str]) -> tuple[np.ndarray, floa
 
 def score_candidates(retrievers: dict[str, Retriever], texts: dict[str, Sequence[str]],
                      pool: ThreadPoolExecutor | None, extra: dict[str, Sequence[str]] | None = None,
-                     meanwhile: Callable[[], object] | None = None) -> CandidateScores:
+                     meanwhile: Callable[[Mapping[str, np.ndarray]], object] | None = None) -> CandidateScores:
     """Run each retriever named in ``texts`` on its texts (the question, maybe its asking clause).
 
     An embedder encodes the texts of all its retrievers and its ``extra`` texts (the scope model's
     question form) in one batch. With a pool, every embedder but the last (in retriever order: e5)
     encodes in a pool thread while this thread encodes with the last one (USE) — both engines
     release the GIL, so on two cores they run side by side — and then, while the pool still works,
-    scores that embedder's retrievers and the sparse ones and runs ``meanwhile`` (query-side work of
-    later stages): the slow encoder's time hides everything that does not need its vectors.
+    scores that embedder's retrievers and the sparse ones and runs ``meanwhile`` on those scores
+    (query-side work of later stages): the slow encoder's time hides everything that does not need
+    its vectors.
     """
     unknown = [n for n in texts if n not in retrievers]
     if unknown:
@@ -175,7 +176,7 @@ def score_candidates(retrievers: dict[str, Retriever], texts: dict[str, Sequence
     results = {n: _timed(retrievers[n], t) for n, t in texts.items()
                if id(encoder_of(retrievers[n])) not in pending}  # sparse ones and the encoded dense ones
     if meanwhile is not None:
-        meanwhile()
+        meanwhile({n: r[0] for n, r in results.items()})
     for future in pending.values():
         future.result()  # vectors now cached: the dense retrievers below only score
     results.update({n: _timed(retrievers[n], t) for n, t in texts.items() if n not in results})

@@ -28,6 +28,14 @@ from assistant.index.store import KNOWLEDGE_SUFFIX, LoadedIndex
 from assistant.retrieval.analysis import QueryAnalysis, QueryAnalyzer
 from assistant.retrieval.candidates import QueryEncoder, Retriever, encoder_of, score_candidates
 from assistant.retrieval.documents import DocumentScope, evidence_scores, restrict
+from assistant.retrieval.evidence import (
+    FORM_EMBEDDER,
+    EarlyEvidence,
+    early_evidence,
+    evidence,
+    neighbour_features,
+    ready_embedders,
+)
 from assistant.retrieval.followup import FollowupResolver, PriorTurn, Resolution
 from assistant.retrieval.followup_decision import answers_better, followup_decision
 from assistant.retrieval.fusion import fuse
@@ -35,14 +43,11 @@ from assistant.retrieval.neighbours import neighbours_after_support
 from assistant.retrieval.rerank import ClauseRelevance, QuestionTerms, RerankResult, rerank, sentences
 from assistant.retrieval.scope.answer_types import AnswerTypeCheck
 from assistant.retrieval.scope.decision import Decision, decide, lookup_decision
-from assistant.retrieval.scope.features import EvidenceInput, compute_features
 from assistant.retrieval.scope.model import ScopeModel
 from assistant.retrieval.structure import StructureReader
 from assistant.retrieval.types import Hit, SearchResult
 from assistant.text import detect_language
 
-# The embedder of question forms for the scope model's neighbour features: USE, the cheap one.
-FORM_EMBEDDER = "use"
 # Units that hold no measures: they answer metadata questions, never a topical one.
 NOT_CITED_FOR_TOPICS = ("section:notice", "section:distribution")
 TOPIC_CHARS = 120  # the most of a unit's text an ordinal follow-up retrieves with
@@ -95,54 +100,6 @@ def _unit_topic(snapshot: Snapshot, unit_id: str, question: str) -> str:
     text = _unit_text(snapshot.index, position, "en" if detect_language(question) == "en" else "zh")
     first = sentences(text)
     return (first[0] if first else text)[:TOPIC_CHARS]
-
-
-def _both_texts(index: LoadedIndex, position: int) -> list[str]:
-    node = index.nodes[position]
-    return [node.text, node.metadata.get("text_en") or ""]
-
-
-def scope_vectors(snapshot: Snapshot, analysis: QueryAnalysis) -> dict[str, np.ndarray]:
-    """The vectors the neighbour features compare: the question's per embedder, and its question form's.
-
-    An embedder that scores the asking clause compares the clause (``scope_text``); one that scores
-    only the whole question (e5) compares that, so no search encodes a text twice with it.
-    """
-    vectors = {name: encoder.encode(analysis.scope_text if name in snapshot.focus_embedders else analysis.text)
-               for name, encoder in snapshot.encoders.items()}
-    sparse = snapshot.index.sparse
-    if sparse is not None and FORM_EMBEDDER in snapshot.encoders:
-        form = sparse.question_form(analysis.scope_text) or "?"
-        vectors[f"form_{FORM_EMBEDDER}"] = snapshot.encoders[FORM_EMBEDDER].encode(form)
-    return vectors
-
-
-def _lexical(snapshot: Snapshot, text: str, top: int) -> dict[str, tuple[float, float]]:
-    lexical = {}
-    for suffix in ("", KNOWLEDGE_SUFFIX):
-        retriever = snapshot.retrievers.get(f"bm25{suffix}")
-        if retriever is not None:
-            lexical[suffix] = retriever.coverage(text, top)
-    return lexical
-
-
-def evidence(snapshot: Snapshot, analysis: QueryAnalysis, scores: dict[str, np.ndarray],
-             fused: list[tuple[int, float]], order: list[tuple[int, float]],
-             neighbours: dict[str, float] | None = None) -> dict[str, float]:
-    """The answerability features of one search (calibration computes them the same way)."""
-    index = snapshot.index
-    top_texts = [t for position, _ in order[:3] for t in _both_texts(index, position)]
-    check = snapshot.answer_types
-    if neighbours is None:
-        examples = snapshot.scope.examples if snapshot.scope is not None else None
-        neighbours = examples.features(scope_vectors(snapshot, analysis)) if examples is not None else {}
-    asked = set(analysis.asked)
-    return compute_features(EvidenceInput(
-        lang=analysis.lang, scores=scores, fused=fused, asked=analysis.asked,
-        unmet_top3=frozenset(check.unmet(analysis.text, top_texts, asked) if asked else ()),
-        unmet_top2=frozenset(check.unmet(analysis.text, top_texts[:2], asked) if asked else ()),
-        places=analysis.places, lexical=_lexical(snapshot, analysis.scope_text, order[0][0]) if order else {},
-        neighbours=neighbours))
 
 
 def _reranked(snapshot: Snapshot, analysis: QueryAnalysis, fused: list[tuple[int, float]],
@@ -255,8 +212,12 @@ def _run_resolved(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecut
     extra = {}
     if snapshot.scope is not None and snapshot.scope.examples is not None and snapshot.index.sparse is not None:
         extra[FORM_EMBEDDER] = [snapshot.index.sparse.question_form(analysis.scope_text) or "?"]
-    candidates = score_candidates(snapshot.retrievers, _retriever_texts(snapshot, analysis, names),
-                                  pool, extra, meanwhile=lambda: snapshot.relevance.question_terms(analysis.text))
+    early: list[EarlyEvidence] = []  # what the candidate stage's idle window computes
+    answerability = not pinned and not analysis.lookup  # else the decision needs no features
+    candidates = score_candidates(
+        snapshot.retrievers, _retriever_texts(snapshot, analysis, names), pool, extra,
+        meanwhile=lambda scored: early.append(early_evidence(snapshot, analysis, ready_embedders(snapshot, scored),
+                                                             answerability)))
     timings.update(candidates.timings_ms)
     stage = time.perf_counter()
     # a document filter masks the other documents' units in every channel, before fusion
@@ -294,7 +255,8 @@ def _run_resolved(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecut
         decision = lookup_decision(False)
     else:
         read = evidence_scores(scope, candidates.scores, scores) if members is not None else scores
-        features = evidence(snapshot, analysis, read, fused, reranked.order)
+        features = evidence(snapshot, analysis, read, fused, reranked.order,
+                            neighbour_features(snapshot, analysis, early[0] if early else None))
         cited = [t for h in hits if h.support for t in (h.text, h.text_en or "")]
         unmet = snapshot.answer_types.unmet(analysis.text, cited, set(analysis.asked)) if cited else set()
         decision = followup_decision(snapshot, resolution, decide(snapshot.scope, features, unmet, bool(fused)),

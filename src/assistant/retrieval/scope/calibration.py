@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from assistant.config import Settings
-from assistant.retrieval.pipeline import scope_vectors
+from assistant.retrieval.evidence import scope_vectors
 from assistant.retrieval.scope.decision import COVERAGES, decide
 from assistant.retrieval.scope.model import ScopeExamples, ScopeModel, fit_scope_model
 
