@@ -138,48 +138,55 @@ def _timed(retriever: Retriever, texts: Sequence[str]) -> tuple[np.ndarray, floa
 
 
 def score_candidates(retrievers: dict[str, Retriever], texts: dict[str, Sequence[str]],
-                     pool: ThreadPoolExecutor | None, extra: dict[str, Sequence[str]] | None = None,
+                     pool: ThreadPoolExecutor | None,
+                     extra: Mapping[str, Callable[[], Sequence[str]]] | None = None,
                      meanwhile: Callable[[Mapping[str, np.ndarray]], object] | None = None) -> CandidateScores:
     """Run each retriever named in ``texts`` on its texts (the question, maybe its asking clause).
 
     An embedder encodes the texts of all its retrievers and its ``extra`` texts (the scope model's
-    question form) in one batch. With a pool, every embedder but the last (in retriever order: e5)
-    encodes in a pool thread while this thread encodes with the last one (USE) — both engines
-    release the GIL, so on two cores they run side by side — and then, while the pool still works,
-    scores that embedder's retrievers and the sparse ones and runs ``meanwhile`` on those scores
-    (query-side work of later stages): the slow encoder's time hides everything that does not need
-    its vectors.
+    question form, made in the thread that encodes) in one batch. With a pool, this thread encodes
+    with the first embedder (in retriever order: e5, the slow one) while a pool thread encodes with
+    the others (USE), scores their retrievers and the sparse ones and runs ``meanwhile`` on those
+    scores (query-side work of later stages) — both engines release the GIL, so on two cores they
+    run side by side. The slow encoder's time hides everything that does not need its vectors, and
+    the search goes on from the thread that was on its critical path: it waits for no other thread
+    to wake up unless the pool's work took longer.
     """
     unknown = [n for n in texts if n not in retrievers]
     if unknown:
         raise ValueError(f"unknown retrievers {unknown}; available: {list(retrievers)}")
-    extra = extra or {}
     batches: dict[int, tuple[str, QueryEncoder, list[str]]] = {}
     for name in texts:
         encoder = encoder_of(retrievers[name])
         if encoder is not None:
             base = name.removesuffix(KNOWLEDGE_SUFFIX)
-            batch = batches.setdefault(id(encoder), (base, encoder, list(extra.get(base, ()))))[2]
-            batch.extend(texts[name])
+            batches.setdefault(id(encoder), (base, encoder, []))[2].extend(texts[name])
     timings: dict[str, float] = {}
 
     def encode(name: str, encoder: QueryEncoder, batch: list[str]) -> None:
         started = time.perf_counter()
-        encoder.encode_many(list(dict.fromkeys(batch)))
+        made = extra[name]() if extra is not None and name in extra else ()
+        encoder.encode_many(list(dict.fromkeys([*made, *batch])))
         timings[f"encode_{name}"] = (time.perf_counter() - started) * 1000
 
-    queued = list(batches.values())[:-1] if pool is not None else []
-    pending = {id(batch[1]): pool.submit(encode, *batch) for batch in queued} if pool is not None else {}
-    for key, batch in batches.items():
-        if key not in pending:
-            encode(*batch)
-    results = {n: _timed(retrievers[n], t) for n, t in texts.items()
-               if id(encoder_of(retrievers[n])) not in pending}  # sparse ones and the encoded dense ones
-    if meanwhile is not None:
-        meanwhile({n: r[0] for n, r in results.items()})
-    for future in pending.values():
-        future.result()  # vectors now cached: the dense retrievers below only score
-    results.update({n: _timed(retrievers[n], t) for n, t in texts.items() if n not in results})
+    def encode_and_score(keys: Sequence[int], names: Sequence[str],
+                         then: bool) -> dict[str, tuple[np.ndarray, float]]:
+        """Encode with the embedders of ``keys``, score the retrievers ``names``, maybe run ``meanwhile``."""
+        for key in keys:
+            encode(*batches[key])
+        done = {n: _timed(retrievers[n], texts[n]) for n in names}
+        if then and meanwhile is not None:
+            meanwhile({n: r[0] for n, r in done.items()})
+        return done
+
+    keys = list(batches)
+    if pool is None or len(keys) < 2:
+        results = encode_and_score(keys, list(texts), True)
+    else:
+        mine = [n for n in texts if id(encoder_of(retrievers[n])) == keys[0]]
+        side = pool.submit(encode_and_score, keys[1:], [n for n in texts if n not in mine], True)
+        results = encode_and_score(keys[:1], mine, False)
+        results.update(side.result())
     results = {n: results[n] for n in texts}
     timings.update({n: r[1] for n, r in results.items()})
     return CandidateScores({n: r[0] for n, r in results.items()}, timings)

@@ -210,8 +210,9 @@ def _run_resolved(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecut
     pinned = [scope.document.task_unit(n) if scope is not None else f"task:{n}" for n in analysis.lookup.valid]
     pinned += list(resolution.pinned_units)
     extra = {}
-    if snapshot.scope is not None and snapshot.scope.examples is not None and snapshot.index.sparse is not None:
-        extra[FORM_EMBEDDER] = [snapshot.index.sparse.question_form(analysis.scope_text) or "?"]
+    sparse = snapshot.index.sparse
+    if snapshot.scope is not None and snapshot.scope.examples is not None and sparse is not None:
+        extra[FORM_EMBEDDER] = lambda: [sparse.question_form(analysis.scope_text) or "?"]  # in USE's thread
     early: list[EarlyEvidence] = []  # what the candidate stage's idle window computes
     answerability = not pinned and not analysis.lookup  # else the decision needs no features
     candidates = score_candidates(
