@@ -2,7 +2,7 @@
 
 Whatever needs only the question and the vectors of the embedders already encoded (USE, the cheap
 one: its kNN neighbour features; the rerank's question terms) is computed by :func:`early_evidence`
-while the slow encoder (e5) still encodes in its pool thread; :func:`evidence` then adds what needs
+in the USE thread while the slow encoder (e5) still encodes; :func:`evidence` then adds what needs
 the e5 vector or the ranking. Together they give exactly the features one pass over everything
 would, in the same order, so the calibration (which reads :func:`scope_vectors`) and a search agree.
 """

@@ -213,7 +213,7 @@ def _run_resolved(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecut
     sparse = snapshot.index.sparse
     if snapshot.scope is not None and snapshot.scope.examples is not None and sparse is not None:
         extra[FORM_EMBEDDER] = lambda: [sparse.question_form(analysis.scope_text) or "?"]  # in USE's thread
-    early: list[EarlyEvidence] = []  # what the candidate stage's idle window computes
+    early: list[EarlyEvidence] = []  # computed in the USE thread while e5 encodes
     answerability = not pinned and not analysis.lookup  # else the decision needs no features
     candidates = score_candidates(
         snapshot.retrievers, _retriever_texts(snapshot, analysis, names), pool, extra,
