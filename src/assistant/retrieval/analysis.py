@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from assistant.ingest.vocabulary import QuestionCues
 from assistant.retrieval.lookup import Lookup, find_task_references
@@ -79,18 +79,28 @@ class QueryAnalyzer:
         self._list = {"zh": re.compile(cues.list_zh), "en": re.compile(cues.list_en, re.IGNORECASE)}
 
     def analyse(self, query: str, use_lookup: bool = True, also: tuple[str, ...] = (),
-                max_task: int | None = None) -> QueryAnalysis:
-        """``max_task``: the last task of the document a lookup reads in (default: the primary plan's)."""
+                max_task: int | None = None, details: bool = True) -> QueryAnalysis:
+        """``max_task``: the last task of the document a lookup reads in (default: the primary plan's).
+
+        ``details=False`` leaves out what only the stages after retrieval read (asked detail types,
+        unknown places, list questions): the pipeline adds them (:meth:`with_details`) while e5
+        encodes, rather than before it starts.
+        """
         text = normalise_query(query)[: self.max_chars]
         lang = detect_language(text)
         last = self.max_task if max_task is None else max_task
         lookup = find_task_references(text, last) if use_lookup and text else Lookup()
         focus = self.focus(text, lang) if self.use_focus else None
-        return QueryAnalysis(raw=query, text=text, lang=lang, lookup=lookup, focus=focus,
-                             asked=frozenset(self.answer_types.expected(text)),
-                             places=frozenset(self.places.unknown(text)),
-                             wants_list=bool(self._list["zh" if lang == "zh" else "en"].search(text)),
-                             also=tuple(normalise_query(t)[: self.max_chars] for t in also))
+        analysis = QueryAnalysis(raw=query, text=text, lang=lang, lookup=lookup, focus=focus,
+                                 also=tuple(normalise_query(t)[: self.max_chars] for t in also))
+        return self.with_details(analysis) if details else analysis
+
+    def with_details(self, analysis: QueryAnalysis) -> QueryAnalysis:
+        """``analysis`` with the asked detail types, the unknown places and whether it wants a list."""
+        text = analysis.text
+        return replace(analysis, asked=frozenset(self.answer_types.expected(text)),
+                       places=frozenset(self.places.unknown(text)),
+                       wants_list=bool(self._list["zh" if analysis.lang == "zh" else "en"].search(text)))
 
     def asks(self, clause: str, lang: str) -> bool:
         if clause.rstrip().endswith(("?", "？")):

@@ -17,7 +17,7 @@ answerability      ``scope/``                  ``Decision``
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -199,26 +199,32 @@ def _run_resolved(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecut
     # an ordinal follow-up ("第二条详细说说") names a position in the last answer, not task 2
     use_lookup = options.use_lookup and resolution.kind != "ordinal"
     scope = document_scope(snapshot, options.document)
+    # the details only later stages read are added in the USE thread, while e5 encodes
     analysis = snapshot.analyzer.analyse(resolution.query, use_lookup, resolution.also,
-                                         scope.max_task if scope is not None else None)
+                                         scope.max_task if scope is not None else None, details=False)
     timings: dict[str, float] = {"analysis": (time.perf_counter() - started) * 1000}
     resolved = resolution.query if resolution.query != query else None
     names = list(options.retrievers) if options.retrievers is not None else list(snapshot.retrievers)
     if not analysis.text:
-        return SearchResult(query, analysis, Decision("none", 0.0, reason="empty question"), [], timings,
-                            document=options.document)
+        return SearchResult(query, snapshot.analyzer.with_details(analysis),
+                            Decision("none", 0.0, reason="empty question"), [], timings, document=options.document)
     pinned = [scope.document.task_unit(n) if scope is not None else f"task:{n}" for n in analysis.lookup.valid]
     pinned += list(resolution.pinned_units)
     extra = {}
     sparse = snapshot.index.sparse
     if snapshot.scope is not None and snapshot.scope.examples is not None and sparse is not None:
         extra[FORM_EMBEDDER] = lambda: [sparse.question_form(analysis.scope_text) or "?"]  # in USE's thread
-    early: list[EarlyEvidence] = []  # computed in the USE thread while e5 encodes
+    early: list[tuple[QueryAnalysis, EarlyEvidence]] = []  # computed in the USE thread while e5 encodes
     answerability = not pinned and not analysis.lookup  # else the decision needs no features
-    candidates = score_candidates(
-        snapshot.retrievers, _retriever_texts(snapshot, analysis, names), pool, extra,
-        meanwhile=lambda scored: early.append(early_evidence(snapshot, analysis, ready_embedders(snapshot, scored),
-                                                             answerability)))
+
+    def meanwhile(scored: Mapping[str, np.ndarray]) -> None:
+        ready = ready_embedders(snapshot, scored)
+        early.append((snapshot.analyzer.with_details(analysis),
+                      early_evidence(snapshot, analysis, ready, answerability)))
+
+    candidates = score_candidates(snapshot.retrievers, _retriever_texts(snapshot, analysis, names), pool, extra,
+                                  meanwhile=meanwhile)
+    analysis, query_side = early[0] if early else (snapshot.analyzer.with_details(analysis), None)
     timings.update(candidates.timings_ms)
     stage = time.perf_counter()
     # a document filter masks the other documents' units in every channel, before fusion
@@ -257,7 +263,7 @@ def _run_resolved(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecut
     else:
         read = evidence_scores(scope, candidates.scores, scores) if members is not None else scores
         features = evidence(snapshot, analysis, read, fused, reranked.order,
-                            neighbour_features(snapshot, analysis, early[0] if early else None))
+                            neighbour_features(snapshot, analysis, query_side))
         cited = [t for h in hits if h.support for t in (h.text, h.text_en or "")]
         unmet = snapshot.answer_types.unmet(analysis.text, cited, set(analysis.asked)) if cited else set()
         decision = followup_decision(snapshot, resolution, decide(snapshot.scope, features, unmet, bool(fused)),
