@@ -140,7 +140,8 @@ def _timed(retriever: Retriever, texts: Sequence[str]) -> tuple[np.ndarray, floa
 def score_candidates(retrievers: dict[str, Retriever], texts: dict[str, Sequence[str]],
                      pool: ThreadPoolExecutor | None,
                      extra: Mapping[str, Callable[[], Sequence[str]]] | None = None,
-                     meanwhile: Callable[[Mapping[str, np.ndarray]], object] | None = None) -> CandidateScores:
+                     meanwhile: Callable[[Mapping[str, np.ndarray]], object] | None = None,
+                     encoded: Callable[[str], object] | None = None) -> CandidateScores:
     """Run each retriever named in ``texts`` on its texts (the question, maybe its asking clause).
 
     An embedder encodes the texts of all its retrievers and its ``extra`` texts (the scope model's
@@ -150,7 +151,8 @@ def score_candidates(retrievers: dict[str, Retriever], texts: dict[str, Sequence
     scores (query-side work of later stages) — both engines release the GIL, so on two cores they
     run side by side. The slow encoder's time hides everything that does not need its vectors, and
     the search goes on from the thread that was on its critical path: it waits for no other thread
-    to wake up unless the pool's work took longer.
+    to wake up unless the pool's work took longer. ``encoded(embedder)`` runs in this thread as soon
+    as an embedder it encodes with has its vectors, before they are scored.
     """
     unknown = [n for n in texts if n not in retrievers]
     if unknown:
@@ -169,11 +171,13 @@ def score_candidates(retrievers: dict[str, Retriever], texts: dict[str, Sequence
         encoder.encode_many(list(dict.fromkeys([*made, *batch])))
         timings[f"encode_{name}"] = (time.perf_counter() - started) * 1000
 
-    def encode_and_score(keys: Sequence[int], names: Sequence[str],
-                         then: bool) -> dict[str, tuple[np.ndarray, float]]:
+    def encode_and_score(keys: Sequence[int], names: Sequence[str], then: bool,
+                         mine: bool = True) -> dict[str, tuple[np.ndarray, float]]:
         """Encode with the embedders of ``keys``, score the retrievers ``names``, maybe run ``meanwhile``."""
         for key in keys:
             encode(*batches[key])
+            if mine and encoded is not None:
+                encoded(batches[key][0])
         done = {n: _timed(retrievers[n], texts[n]) for n in names}
         if then and meanwhile is not None:
             meanwhile({n: r[0] for n, r in done.items()})
@@ -184,7 +188,7 @@ def score_candidates(retrievers: dict[str, Retriever], texts: dict[str, Sequence
         results = encode_and_score(keys, list(texts), True)
     else:
         mine = [n for n in texts if id(encoder_of(retrievers[n])) == keys[0]]
-        side = pool.submit(encode_and_score, keys[1:], [n for n in texts if n not in mine], True)
+        side = pool.submit(encode_and_score, keys[1:], [n for n in texts if n not in mine], True, False)
         results = encode_and_score(keys[:1], mine, False)
         results.update(side.result())
     results = {n: results[n] for n in texts}

@@ -9,7 +9,8 @@ would, in the same order, so the calibration (which reads :func:`scope_vectors`)
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -52,12 +53,19 @@ def scope_vectors(snapshot: Snapshot, analysis: QueryAnalysis,
 
 
 @dataclass(frozen=True)
+class NeighbourPart:
+    """The kNN neighbour features of some embedders' vectors (``embedders``: whose they are)."""
+
+    embedders: frozenset[str]
+    features: dict[str, float]
+
+
+@dataclass(frozen=True)
 class EarlyEvidence:
     """Query-side evidence computed before the slow encoder's vectors exist."""
 
     terms: QuestionTerms  # the rerank's question terms
-    neighbours: dict[str, float]  # kNN features of the vectors of ``embedders``
-    embedders: frozenset[str]  # the embedders whose neighbour features are done
+    neighbours: NeighbourPart  # those of the embedders already encoded
 
 
 def ready_embedders(snapshot: Snapshot, scored: Collection[str]) -> frozenset[str]:
@@ -66,31 +74,80 @@ def ready_embedders(snapshot: Snapshot, scored: Collection[str]) -> frozenset[st
                      if name in snapshot.retrievers and encoder_of(snapshot.retrievers[name]) is not None)
 
 
+def neighbour_part(snapshot: Snapshot, analysis: QueryAnalysis, embedders: frozenset[str]) -> NeighbourPart:
+    """The neighbour features of the vectors of ``embedders`` (their vectors already encoded)."""
+    examples = snapshot.scope.examples if snapshot.scope is not None else None
+    if examples is None:
+        return NeighbourPart(embedders, {})
+    return NeighbourPart(embedders, examples.features(scope_vectors(snapshot, analysis, embedders)))
+
+
 def early_evidence(snapshot: Snapshot, analysis: QueryAnalysis, ready: frozenset[str],
                    answerability: bool = True) -> EarlyEvidence:
     """What the candidate stage's idle window can compute: the question terms always, and the
     ``ready`` embedders' neighbour features when the answerability features will be needed."""
     terms = snapshot.relevance.question_terms(analysis.text)
     if not answerability:
-        return EarlyEvidence(terms, {}, frozenset())
-    examples = snapshot.scope.examples if snapshot.scope is not None else None
-    if examples is None:
-        return EarlyEvidence(terms, {}, ready)
-    return EarlyEvidence(terms, examples.features(scope_vectors(snapshot, analysis, ready)), ready)
+        return EarlyEvidence(terms, NeighbourPart(frozenset(), {}))
+    return EarlyEvidence(terms, neighbour_part(snapshot, analysis, ready))
 
 
-def neighbour_features(snapshot: Snapshot, analysis: QueryAnalysis, early: EarlyEvidence | None = None
+def neighbour_features(snapshot: Snapshot, analysis: QueryAnalysis, parts: Sequence[NeighbourPart] = ()
                        ) -> dict[str, float]:
-    """Every kNN feature, in :func:`scope_vectors` order; those ``early`` holds are not recomputed."""
+    """Every kNN feature, in :func:`scope_vectors` order; those ``parts`` hold are not recomputed."""
     examples = snapshot.scope.examples if snapshot.scope is not None else None
     if examples is None:
         return {}
-    if early is None or not early.embedders:
+    done = frozenset().union(*(part.embedders for part in parts))
+    if not done:
         return examples.features(scope_vectors(snapshot, analysis))
-    rest = [e for _, (e, _) in _vector_texts(snapshot, analysis).items() if e not in early.embedders]
-    found = {**early.neighbours, **examples.features(scope_vectors(snapshot, analysis, rest))}
-    order = [f"knn_{name}" for name in _vector_texts(snapshot, analysis)]
+    texts = _vector_texts(snapshot, analysis)
+    found = {key: value for part in parts for key, value in part.features.items()}
+    found.update(examples.features(scope_vectors(snapshot, analysis, {e for e, _ in texts.values()} - done)))
+    order = [f"knn_{name}" for name in texts]
     return {key: found[key] for key in order if key in found}
+
+
+class QuerySide:
+    """A search's work that does not need e5's vectors or the ranking, done off its critical path:
+    in the USE thread while e5 encodes (the analysis's details, the question terms, USE's neighbour
+    features; :meth:`meanwhile`) and in the pool while e5's retrievers score (e5's neighbour
+    features; :meth:`encoded`). ``answerability`` False: the decision will read no features."""
+
+    def __init__(self, snapshot: Snapshot, analysis: QueryAnalysis, pool: ThreadPoolExecutor | None,
+                 answerability: bool) -> None:
+        self._snapshot, self._analysis, self._pool = snapshot, analysis, pool
+        self._answerability = answerability
+        self._detailed: QueryAnalysis | None = None
+        self.early: EarlyEvidence | None = None
+        self._late: list[Future[NeighbourPart]] = []
+
+    def meanwhile(self, scored: Mapping[str, np.ndarray]) -> None:
+        ready = ready_embedders(self._snapshot, scored)
+        self._detailed = self._snapshot.analyzer.with_details(self._analysis)
+        self.early = early_evidence(self._snapshot, self._analysis, ready, self._answerability)
+
+    def encoded(self, embedder: str) -> None:
+        if self._pool is not None and self._answerability:
+            self._late.append(self._pool.submit(neighbour_part, self._snapshot, self._analysis,
+                                                frozenset({embedder})))
+
+    def analysis(self) -> QueryAnalysis:
+        """The question's analysis with its details."""
+        if self._detailed is None:
+            self._detailed = self._snapshot.analyzer.with_details(self._analysis)
+        return self._detailed
+
+    def neighbours(self) -> dict[str, float]:
+        """Every kNN feature (:func:`neighbour_features`); a pool job not started yet is done here."""
+        parts = [self.early.neighbours] if self.early is not None else []
+        parts += [part.result() for part in self._late if not part.cancel()]
+        return neighbour_features(self._snapshot, self._analysis, parts)
+
+    def close(self) -> None:
+        """Cancel pool work not started (a lookup or the annex's structure answered)."""
+        for part in self._late:
+            part.cancel()
 
 
 def _both_texts(index: LoadedIndex, position: int) -> list[str]:

@@ -17,7 +17,7 @@ answerability      ``scope/``                  ``Decision``
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -28,14 +28,7 @@ from assistant.index.store import KNOWLEDGE_SUFFIX, LoadedIndex
 from assistant.retrieval.analysis import QueryAnalysis, QueryAnalyzer
 from assistant.retrieval.candidates import QueryEncoder, Retriever, encoder_of, score_candidates
 from assistant.retrieval.documents import DocumentScope, evidence_scores, restrict
-from assistant.retrieval.evidence import (
-    FORM_EMBEDDER,
-    EarlyEvidence,
-    early_evidence,
-    evidence,
-    neighbour_features,
-    ready_embedders,
-)
+from assistant.retrieval.evidence import FORM_EMBEDDER, QuerySide, evidence
 from assistant.retrieval.followup import FollowupResolver, PriorTurn, Resolution
 from assistant.retrieval.followup_decision import answers_better, followup_decision
 from assistant.retrieval.fusion import fuse
@@ -213,18 +206,12 @@ def _run_resolved(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecut
     extra = {}
     sparse = snapshot.index.sparse
     if snapshot.scope is not None and snapshot.scope.examples is not None and sparse is not None:
-        extra[FORM_EMBEDDER] = lambda: [sparse.question_form(analysis.scope_text) or "?"]  # in USE's thread
-    early: list[tuple[QueryAnalysis, EarlyEvidence]] = []  # computed in the USE thread while e5 encodes
-    answerability = not pinned and not analysis.lookup  # else the decision needs no features
-
-    def meanwhile(scored: Mapping[str, np.ndarray]) -> None:
-        ready = ready_embedders(snapshot, scored)
-        early.append((snapshot.analyzer.with_details(analysis),
-                      early_evidence(snapshot, analysis, ready, answerability)))
-
+        asking = analysis.scope_text
+        extra[FORM_EMBEDDER] = lambda: [sparse.question_form(asking) or "?"]  # made in USE's thread
+    side = QuerySide(snapshot, analysis, pool, answerability=not pinned and not analysis.lookup)
     candidates = score_candidates(snapshot.retrievers, _retriever_texts(snapshot, analysis, names), pool, extra,
-                                  meanwhile=meanwhile)
-    analysis, query_side = early[0] if early else (snapshot.analyzer.with_details(analysis), None)
+                                  meanwhile=side.meanwhile, encoded=side.encoded)
+    analysis = side.analysis()
     timings.update(candidates.timings_ms)
     stage = time.perf_counter()
     # a document filter masks the other documents' units in every channel, before fusion
@@ -262,8 +249,7 @@ def _run_resolved(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecut
         decision = lookup_decision(False)
     else:
         read = evidence_scores(scope, candidates.scores, scores) if members is not None else scores
-        features = evidence(snapshot, analysis, read, fused, reranked.order,
-                            neighbour_features(snapshot, analysis, query_side))
+        features = evidence(snapshot, analysis, read, fused, reranked.order, side.neighbours())
         cited = [t for h in hits if h.support for t in (h.text, h.text_en or "")]
         unmet = snapshot.answer_types.unmet(analysis.text, cited, set(analysis.asked)) if cited else set()
         decision = followup_decision(snapshot, resolution, decide(snapshot.scope, features, unmet, bool(fused)),
@@ -272,6 +258,7 @@ def _run_resolved(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecut
             check = snapshot.answer_types
             decision = replace(decision, missing_labels={lang: tuple(check.label(m, lang) for m in decision.missing)
                                                          for lang in ("zh", "en")})
+    side.close()
     if not decision.in_scope:  # nothing is cited for "none": the nearest units are only related
         for hit in hits:
             hit.support = False
