@@ -17,7 +17,7 @@ answerability      ``scope/``                  ``Decision``
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -203,11 +203,11 @@ def _run_resolved(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecut
                             Decision("none", 0.0, reason="empty question"), [], timings, document=options.document)
     pinned = [scope.document.task_unit(n) if scope is not None else f"task:{n}" for n in analysis.lookup.valid]
     pinned += list(resolution.pinned_units)
-    extra = {}
+    extra: dict[str, Callable[[], list[str]]] = {}  # texts an embedder also encodes, made in its thread
     sparse = snapshot.index.sparse
     if snapshot.scope is not None and snapshot.scope.examples is not None and sparse is not None:
         asking = analysis.scope_text
-        extra[FORM_EMBEDDER] = lambda: [sparse.question_form(asking) or "?"]  # made in USE's thread
+        extra[FORM_EMBEDDER] = lambda: [sparse.question_form(asking) or "?"]
     side = QuerySide(snapshot, analysis, pool, answerability=not pinned and not analysis.lookup)
     candidates = score_candidates(snapshot.retrievers, _retriever_texts(snapshot, analysis, names), pool, extra,
                                   meanwhile=side.meanwhile, encoded=side.encoded)
