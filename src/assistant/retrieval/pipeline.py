@@ -246,6 +246,8 @@ def _run_resolved(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecut
                                          scope.max_task if scope is not None else None)
     timings: dict[str, float] = {"analysis": (time.perf_counter() - started) * 1000}
     resolved = resolution.query if resolution.query != query else None
+    if analysis.pinyin:  # what was searched is the pinyin read as Chinese: show it, store it for follow-ups
+        resolved = analysis.text
     names = list(options.retrievers) if options.retrievers is not None else list(snapshot.retrievers)
     if not analysis.text:
         return SearchResult(query, analysis, Decision("none", 0.0, reason="empty question"), [], timings,
