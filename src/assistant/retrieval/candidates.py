@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -82,8 +82,12 @@ class DenseRetriever(BaseRetriever):
         self._index = index
         self.encoder = encoder
 
-    def unit_scores(self, texts: Sequence[str]) -> np.ndarray:
-        """Mean over ``texts`` (the question and its asking clause) of each unit's best view score."""
+    def unit_scores(self, texts: Sequence[str], within: np.ndarray | None = None) -> np.ndarray:
+        """Mean over ``texts`` (the question and its asking clause) of each unit's best view score.
+
+        ``within`` (the unit positions a document filter keeps) changes nothing here: every unit is
+        scored exactly and the pipeline masks the others; a backend that returns only its best units
+        returns the best of these."""
         vectors = self.encoder.encode_many(texts)
         rows = [self._dense.unit_scores(v, self._index.unit_index) for v in vectors]
         return rows[0] if len(rows) == 1 else np.mean(rows, axis=0)
@@ -103,7 +107,8 @@ class SparseRetriever(BaseRetriever):
         order = {uid: i for i, uid in enumerate(sparse.unit_ids)}
         self._to_units = np.array([order[n.node_id] for n in index.nodes])
 
-    def unit_scores(self, texts: Sequence[str]) -> np.ndarray:
+    def unit_scores(self, texts: Sequence[str], within: np.ndarray | None = None) -> np.ndarray:
+        """Mean BM25 over ``texts`` of every unit (``within``: as :meth:`DenseRetriever.unit_scores`)."""
         rows = [self.sparse.scores(t)[self._to_units] for t in texts]
         return rows[0] if len(rows) == 1 else np.mean(rows, axis=0)
 
@@ -131,16 +136,18 @@ def encoder_of(retriever: BaseRetriever) -> QueryEncoder | None:
     return encoder if isinstance(encoder, QueryEncoder) else None
 
 
-def _timed(retriever: Retriever, texts: Sequence[str]) -> tuple[np.ndarray, float]:
+def _timed(retriever: Retriever, texts: Sequence[str], within: np.ndarray | None) -> tuple[np.ndarray, float]:
     started = time.perf_counter()
-    scores = retriever.unit_scores(texts)
+    scores = retriever.unit_scores(texts) if within is None else retriever.unit_scores(texts, within=within)
     return scores, (time.perf_counter() - started) * 1000
 
 
 def score_candidates(retrievers: dict[str, Retriever], texts: dict[str, Sequence[str]],
                      pool: ThreadPoolExecutor | None, extra: dict[str, Sequence[str]] | None = None,
-                     meanwhile: Callable[[], object] | None = None) -> CandidateScores:
-    """Run each retriever named in ``texts`` on its texts (the question, maybe its asking clause).
+                     meanwhile: Callable[[], object] | None = None,
+                     within: Mapping[str, np.ndarray] | None = None) -> CandidateScores:
+    """Run each retriever named in ``texts`` on its texts (the question, maybe its asking clause);
+    ``within`` names, per retriever, the unit positions a document filter keeps.
 
     An embedder encodes the texts of all its retrievers and its ``extra`` texts (the scope model's
     question form) in one batch. With a pool, every embedder but the last (in retriever order: e5)
@@ -153,6 +160,7 @@ def score_candidates(retrievers: dict[str, Retriever], texts: dict[str, Sequence
     if unknown:
         raise ValueError(f"unknown retrievers {unknown}; available: {list(retrievers)}")
     extra = extra or {}
+    within = within or {}
     batches: dict[int, tuple[str, QueryEncoder, list[str]]] = {}
     for name in texts:
         encoder = encoder_of(retrievers[name])
@@ -172,13 +180,13 @@ def score_candidates(retrievers: dict[str, Retriever], texts: dict[str, Sequence
     for key, batch in batches.items():
         if key not in pending:
             encode(*batch)
-    results = {n: _timed(retrievers[n], t) for n, t in texts.items()
+    results = {n: _timed(retrievers[n], t, within.get(n)) for n, t in texts.items()
                if id(encoder_of(retrievers[n])) not in pending}  # sparse ones and the encoded dense ones
     if meanwhile is not None:
         meanwhile()
     for future in pending.values():
         future.result()  # vectors now cached: the dense retrievers below only score
-    results.update({n: _timed(retrievers[n], t) for n, t in texts.items() if n not in results})
+    results.update({n: _timed(retrievers[n], t, within.get(n)) for n, t in texts.items() if n not in results})
     results = {n: results[n] for n in texts}
     timings.update({n: r[1] for n, r in results.items()})
     return CandidateScores({n: r[0] for n, r in results.items()}, timings)

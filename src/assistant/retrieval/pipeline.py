@@ -27,7 +27,7 @@ from assistant.config import Settings
 from assistant.index.store import KNOWLEDGE_SUFFIX, LoadedIndex
 from assistant.retrieval.analysis import QueryAnalysis, QueryAnalyzer
 from assistant.retrieval.candidates import QueryEncoder, Retriever, encoder_of, score_candidates
-from assistant.retrieval.documents import DocumentScope, evidence_scores, restrict
+from assistant.retrieval.documents import DocumentScope, candidate_filter, evidence_scores, restrict
 from assistant.retrieval.followup import FollowupResolver, PriorTurn, Resolution
 from assistant.retrieval.followup_decision import answers_better, followup_decision
 from assistant.retrieval.fusion import fuse
@@ -257,12 +257,13 @@ def _run_resolved(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecut
     extra = {}
     if snapshot.scope is not None and snapshot.scope.examples is not None and snapshot.index.sparse is not None:
         extra[FORM_EMBEDDER] = [snapshot.index.sparse.question_form(analysis.scope_text) or "?"]
-    candidates = score_candidates(snapshot.retrievers, _retriever_texts(snapshot, analysis, names),
-                                  pool, extra, meanwhile=lambda: snapshot.relevance.question_terms(analysis.text))
-    timings.update(candidates.timings_ms)
-    stage = time.perf_counter()
     # a document filter masks the other documents' units in every channel, before fusion
     members = scope.members if scope is not None and options.document is not None else None
+    candidates = score_candidates(snapshot.retrievers, _retriever_texts(snapshot, analysis, names),
+                                  pool, extra, meanwhile=lambda: snapshot.relevance.question_terms(analysis.text),
+                                  within=candidate_filter(scope, members, names))
+    timings.update(candidates.timings_ms)
+    stage = time.perf_counter()
     scores = restrict(candidates.scores, members) if members is not None else candidates.scores
     channels = dict(scores)
     weights = {name: settings.fusion_weights.get(name, 1.0) for name in channels}
