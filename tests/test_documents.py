@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +19,7 @@ import pytest
 
 from assistant.answer.chat import Assistant
 from assistant.ingest.library import UnknownDocument, load_library
+from conftest import OpenAIStub, openai_stub_server
 from library_plan import FAKE, NUMBER, PLAN_TITLE, PREFIX, PRIMARY, SOURCE
 
 pytestmark = pytest.mark.slow
@@ -159,3 +162,86 @@ def test_cli_document_option(library_engine, library_settings):
                              timeout=300)
     assert unknown.returncode == 2 and "unknown document" in unknown.stderr and "Traceback" not in unknown.stderr
 
+
+# --- generative (LLM) mode: a real local OpenAI-compatible server with a canned completion --------------
+
+
+class CitingLLM(OpenAIStub):
+    """Cites, in the question's language, the first task it was shown plainly ([第N项] / [Task N]), the
+    last one in a library's style ([<number> 第N项]) and a task of a document it was not shown."""
+
+    def reply(self, body: dict) -> tuple[int, dict]:
+        prompt = "\n".join(m["content"] for m in body["messages"] if isinstance(m.get("content"), str))
+        shown = [int(n) for n in re.findall(r"\[Task (\d+)\] = ", prompt)]
+        number = re.search(r"Evidence from (\S+):", prompt).group(1)
+        first, last = shown[0], shown[-1]
+        if "简体中文" in prompt:
+            content = (f"可以。方案支持这一做法[第{first}项]。相关规定另见[{number} 第{last}项]。"
+                       f"另一文件也有规定[没有〔2026〕1号 第{first}项]。")
+        else:
+            content = (f"Yes. The plan provides for it [Task {first}]. See also [Doc No. {number} Task {last}]. "
+                       f"Another plan agrees [Doc No. 没有〔2026〕1号 Task {first}].")
+        return 200, {"id": "chatcmpl-library", "object": "chat.completion", "created": int(time.time()),
+                     "model": body.get("model", "stub"),
+                     "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                                  "finish_reason": "stop"}],
+                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+
+@pytest.fixture(scope="module")
+def citing_llm():
+    stub = CitingLLM()
+    with openai_stub_server(stub) as url:
+        yield stub, url
+
+
+def _generative(engine, settings, url: str) -> Assistant:
+    return Assistant(engine, settings.model_copy(update={"llm_base_url": url, "llm_model": "stub",
+                                                         "llm_timeout": 10.0}))
+
+
+def _shown(stub: CitingLLM) -> list[int]:
+    prompt = "\n".join(m["content"] for m in stub.requests[-1]["messages"])
+    return [int(n) for n in re.findall(r"\[Task (\d+)\] = ", prompt)]
+
+
+def test_generated_citations_name_the_document_in_a_library(library_engine, library_settings, citing_llm):
+    stub, url = citing_llm
+    assistant = _generative(library_engine, library_settings, url)
+    try:
+        bees = assistant.ask(BEES)
+        bees_shown = _shown(stub)
+        elderly = assistant.ask("Can foreign firms run care homes?", document=PRIMARY)
+        elderly_shown = _shown(stub)
+    finally:
+        assistant.close()
+    assert bees.mode == "generative" and f"Evidence from {NUMBER}:" in json.dumps(stub.requests[-2],
+                                                                                 ensure_ascii=False)
+    first, last = bees_shown[0], bees_shown[-1]
+    body = bees.answer.split("_注意")[0]
+    assert f"[{NUMBER} 第{first}项]" in body and f"[{NUMBER} 第{last}项]" in body  # both styles, one form
+    assert f"**[{NUMBER} 第{first}项]**" in bees.answer  # the card under the answer
+    assert not re.search(r"\[第\d+项\]", bees.answer)  # no tag without its document
+    assert "没有〔2026〕1号" not in body and bees.notice and "没有〔2026〕1号" in bees.notice
+    assert [c.task for c in bees.citations] == list(dict.fromkeys([first, last]))
+    assert all(c.document["number"] == NUMBER for c in bees.citations)
+    assert elderly.mode == "generative" and 17 in elderly_shown
+    first = elderly_shown[0]
+    assert f"[Doc No. {PRIMARY} Task {first}]" in elderly.answer.split("_Note")[0]
+    assert not re.search(r"\[Task \d+\]", elderly.answer)
+    assert all(c.document["number"] == PRIMARY for c in elderly.citations)
+
+
+def test_generated_citations_with_one_document_read_as_before(engine, settings, citing_llm):
+    stub, url = citing_llm
+    assistant = _generative(engine, settings.model_copy(
+        update={"conversation_db": settings.index_path.parent / "llm-one-document.sqlite3"}), url)
+    try:
+        answer = assistant.ask("外资能办养老机构吗？")
+    finally:
+        assistant.close()
+    shown = _shown(stub)
+    assert answer.mode == "generative" and 17 in shown
+    assert f"[第{shown[0]}项]" in answer.answer and f"**[第{shown[0]}项]**" in answer.answer
+    assert PRIMARY + " 第" not in answer.answer and "Doc No." not in answer.answer
+    assert answer.citations[0].document["number"] == PRIMARY
