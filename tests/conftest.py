@@ -36,6 +36,27 @@ def engine(settings):
 
 
 @pytest.fixture(scope="session")
+def library_settings(tmp_path_factory) -> Settings:
+    """Settings of a library: the real plan and the fictitious one of ``library_plan`` (ASSISTANT_LIBRARY)."""
+    from library_plan import write_plan
+
+    root = tmp_path_factory.mktemp("library")
+    plan = write_plan(root / "bees")
+    return Settings(home=REPO, index_dir=root / "index", library=[plan], feedback_db=root / "feedback.sqlite3",
+                    conversation_db=root / "conversations.sqlite3")
+
+
+@pytest.fixture(scope="session")
+def library_engine(library_settings):
+    """The real search engine over the library's index (built once per session, embedded backend)."""
+    from assistant.retrieval.engine import SearchEngine
+
+    engine = SearchEngine.load(library_settings, rebuild="if_needed")
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
 def cli_env(settings) -> dict[str, str]:
     """Environment for running the CLI as a subprocess against the session index."""
     env = dict(os.environ)

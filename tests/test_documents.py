@@ -1,109 +1,30 @@
-"""Documents as a dimension: a library of the real plan and a synthetic one, indexed once for the module.
+"""Documents as a dimension: a library of the real plan and a synthetic one, indexed once per session.
 
-The second plan is written here, in the shape the parser reads (header, number, notice, body, annex
-of numbered tasks, closing block), on a topic the real plan never touches (beekeeping). Every text
-of it says that it is a fictitious test document, not a real policy.
+The second plan (``library_plan.py``) is in the shape the parser reads (header, number, notice, body,
+annex of numbered tasks, closing block), on a topic the real plan never touches (beekeeping). Every
+text of it says that it is a fictitious test document, not a real policy. The library's index is
+conftest's ``library_engine``, which tests/test_postgres_library.py publishes to PostgreSQL.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from assistant.answer.chat import Assistant
-from assistant.config import Settings
 from assistant.ingest.library import UnknownDocument, load_library
-from assistant.retrieval.engine import SearchEngine
+from conftest import OpenAIStub, openai_stub_server
+from library_plan import FAKE, NUMBER, PLAN_TITLE, PREFIX, PRIMARY, SOURCE
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-FAKE = "（测试用虚构文件，并非真实政策）"
-NUMBER = "测试〔2026〕99号"
-PRIMARY = "厦府〔2026〕88号"
-PREFIX = f"{NUMBER}/"
-PLAN_TITLE = f"虚构市蜂业开放试点方案{FAKE}"
-
-SOURCE = f"""
-虚构市测试局文件
-
-{NUMBER}
-
-虚构市测试局关于印发蜂业开放试点方案{FAKE}的通知
-
-各区测试单位：
-
-《{PLAN_TITLE}》已经第1次测试局务会议研究通过，现印发给你们。本文件为测试用虚构文件，并非真实政策，不得作为任何依据。
-
-（此件主动公开）
-
-{PLAN_TITLE}
-
-为检验多文件检索，特制定本虚构方案。本方案为测试用虚构文件，并非真实政策。
-
-一、发展智慧蜂业
-
-（一）建设智能蜂场
-
-支持蜂农建设智能蜂场，推广蜂蜜溯源，提升蜂产品质量。
-
-（二）推广蜜蜂授粉
-
-鼓励蜂农为果园和大棚提供蜜蜂授粉服务，增加果蔬产量。
-
-附件：蜂业开放试点任务{FAKE}
-
-附件
-
-蜂业开放试点任务{FAKE}
-
-序号	任务内容
-一、智能蜂场建设
-1	支持蜂农建设智能蜂场，为蜂箱安装温湿度传感器。
-2	推广蜂蜜溯源标签，每一瓶蜂蜜都可查询所在蜂场。
-3	建立蜂蜜质量检测中心，开展蜂蜜抗生素残留检测。
-二、蜜蜂授粉服务
-4	鼓励蜂农为果园和大棚提供蜜蜂授粉服务。
-5	设立蜂群越冬保险，补偿蜂农越冬损失。
-
-抄送：虚构市测试单位。
-
-虚构市测试局办公室
-
-2026年5月1日印发
-"""
-
-
-def write_plan(folder: Path) -> Path:
-    """The synthetic plan and its manifest, shaped like ``ingest/sources/``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "bees.txt").write_text(SOURCE, encoding="utf-8")
-    manifest = {"file": "bees.txt", "title": f"虚构市测试局关于印发蜂业开放试点方案{FAKE}的通知",
-                "plan_title": PLAN_TITLE, "doc_number": NUMBER, "issuer": "虚构市测试局",
-                "approved_by": "第1次测试局务会议", "printed": "2026-05-01", "disclosure": "主动公开",
-                "annotations": "", "origin": f"Written by tests/test_documents.py {FAKE}: not a real policy.",
-                "sha256": hashlib.sha256(SOURCE.encode("utf-8")).hexdigest()}
-    (folder / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def library_settings(tmp_path_factory) -> Settings:
-    root = tmp_path_factory.mktemp("library")
-    plan = write_plan(root / "bees")
-    return Settings(home=REPO, index_dir=root / "index", library=[plan], feedback_db=root / "feedback.sqlite3",
-                    conversation_db=root / "conversations.sqlite3")
-
-
-@pytest.fixture(scope="module")
-def library_engine(library_settings) -> SearchEngine:
-    engine = SearchEngine.load(library_settings, rebuild="if_needed")
-    yield engine
-    engine.close()
 
 
 @pytest.fixture(scope="module")
@@ -240,3 +161,87 @@ def test_cli_document_option(library_engine, library_settings):
     unknown = subprocess.run([*cli, "--document", "没有〔2026〕1号"], env=env, capture_output=True, text=True,
                              timeout=300)
     assert unknown.returncode == 2 and "unknown document" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+# --- generative (LLM) mode: a real local OpenAI-compatible server with a canned completion --------------
+
+
+class CitingLLM(OpenAIStub):
+    """Cites, in the question's language, the first task it was shown plainly ([第N项] / [Task N]), the
+    last one in a library's style ([<number> 第N项]) and a task of a document it was not shown."""
+
+    def reply(self, body: dict) -> tuple[int, dict]:
+        prompt = "\n".join(m["content"] for m in body["messages"] if isinstance(m.get("content"), str))
+        shown = [int(n) for n in re.findall(r"\[Task (\d+)\] = ", prompt)]
+        number = re.search(r"Evidence from (\S+):", prompt).group(1)
+        first, last = shown[0], shown[-1]
+        if "简体中文" in prompt:
+            content = (f"可以。方案支持这一做法[第{first}项]。相关规定另见[{number} 第{last}项]。"
+                       f"另一文件也有规定[没有〔2026〕1号 第{first}项]。")
+        else:
+            content = (f"Yes. The plan provides for it [Task {first}]. See also [Doc No. {number} Task {last}]. "
+                       f"Another plan agrees [Doc No. 没有〔2026〕1号 Task {first}].")
+        return 200, {"id": "chatcmpl-library", "object": "chat.completion", "created": int(time.time()),
+                     "model": body.get("model", "stub"),
+                     "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                                  "finish_reason": "stop"}],
+                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+
+@pytest.fixture(scope="module")
+def citing_llm():
+    stub = CitingLLM()
+    with openai_stub_server(stub) as url:
+        yield stub, url
+
+
+def _generative(engine, settings, url: str) -> Assistant:
+    return Assistant(engine, settings.model_copy(update={"llm_base_url": url, "llm_model": "stub",
+                                                         "llm_timeout": 10.0}))
+
+
+def _shown(stub: CitingLLM) -> list[int]:
+    prompt = "\n".join(m["content"] for m in stub.requests[-1]["messages"])
+    return [int(n) for n in re.findall(r"\[Task (\d+)\] = ", prompt)]
+
+
+def test_generated_citations_name_the_document_in_a_library(library_engine, library_settings, citing_llm):
+    stub, url = citing_llm
+    assistant = _generative(library_engine, library_settings, url)
+    try:
+        bees = assistant.ask(BEES)
+        bees_shown = _shown(stub)
+        elderly = assistant.ask("Can foreign firms run care homes?", document=PRIMARY)
+        elderly_shown = _shown(stub)
+    finally:
+        assistant.close()
+    assert bees.mode == "generative" and f"Evidence from {NUMBER}:" in json.dumps(stub.requests[-2],
+                                                                                 ensure_ascii=False)
+    first, last = bees_shown[0], bees_shown[-1]
+    body = bees.answer.split("_注意")[0]
+    assert f"[{NUMBER} 第{first}项]" in body and f"[{NUMBER} 第{last}项]" in body  # both styles, one form
+    assert f"**[{NUMBER} 第{first}项]**" in bees.answer  # the card under the answer
+    assert not re.search(r"\[第\d+项\]", bees.answer)  # no tag without its document
+    assert "没有〔2026〕1号" not in body and bees.notice and "没有〔2026〕1号" in bees.notice
+    assert [c.task for c in bees.citations] == list(dict.fromkeys([first, last]))
+    assert all(c.document["number"] == NUMBER for c in bees.citations)
+    assert elderly.mode == "generative" and 17 in elderly_shown
+    first = elderly_shown[0]
+    assert f"[Doc No. {PRIMARY} Task {first}]" in elderly.answer.split("_Note")[0]
+    assert not re.search(r"\[Task \d+\]", elderly.answer)
+    assert all(c.document["number"] == PRIMARY for c in elderly.citations)
+
+
+def test_generated_citations_with_one_document_read_as_before(engine, settings, citing_llm):
+    stub, url = citing_llm
+    assistant = _generative(engine, settings.model_copy(
+        update={"conversation_db": settings.index_path.parent / "llm-one-document.sqlite3"}), url)
+    try:
+        answer = assistant.ask("外资能办养老机构吗？")
+    finally:
+        assistant.close()
+    shown = _shown(stub)
+    assert answer.mode == "generative" and 17 in shown
+    assert f"[第{shown[0]}项]" in answer.answer and f"**[第{shown[0]}项]**" in answer.answer
+    assert PRIMARY + " 第" not in answer.answer and "Doc No." not in answer.answer
+    assert answer.citations[0].document["number"] == PRIMARY

@@ -119,6 +119,12 @@ def test_coverage_badge_for_a_question_the_plan_does_not_cover(page):
     expect(page.locator('#citations details')).to_have_count(0)
 
 
+def test_pinyin_question_shows_what_was_searched(page):
+    ask(page, "kuajing dianshang")
+    expect(page.locator("#notice")).to_contain_text("检索为：跨境 电商", timeout=TIMEOUT_MS)
+    expect(page.locator("#citations details")).not_to_have_count(0, timeout=TIMEOUT_MS)
+
+
 def test_user_text_is_escaped(page):
     ask(page, '<img src=x onerror="alert(1)"><script>alert(2)</script> 第17项')
     chat = page.locator("#chatbot")

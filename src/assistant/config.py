@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     lookup: bool = True
     query_focus: bool = Field(True, description="Weigh the asking clause of a long question above its context "
                               "clauses (the analysis stage's focus).")
+    pinyin: bool = Field(True, description="Read a run of toneless pinyin in a question ('shuju biaozhu') as the "
+                         "corpus's Chinese words before retrieval.")
     # e5 is the costly encoder (its time grows with the tokens of a batch): scoring the asking clause
     # as a second e5 text cost long questions ~5 ms and gave nothing on the dev split (nDCG@10 0.957 both
     # ways); BM25 and the embedders listed here score the clause too.

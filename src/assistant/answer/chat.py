@@ -122,8 +122,9 @@ class Assistant:
         if document is not None:
             self.engine.library.require(document)  # before a conversation is opened for nothing
         conversation_id, turns, reset = self._open(conversation_id)
-        lang = detect_language(question)
         result = self.engine.search(question, top_k=SEARCH_TOP_K, context=turns, document=document)
+        # a question typed in pinyin is a Chinese question: answer in the language it was read as
+        lang = result.lang if result.analysis.pinyin else detect_language(question)
         resolved = result.resolved_query or question
         composed_at = time.perf_counter()
         markdown, citations, mode, related = compose_answer(result, self.engine.library, resolved, lang)

@@ -26,6 +26,7 @@ from assistant.answer.cards import (
     hit_document,
     section_citation,
     section_tag,
+    tag_name,
     task_card,
     task_citation,
     task_tag,
@@ -120,9 +121,11 @@ def build_messages(question: str, lang: str, evidence: Evidence, doc_number: str
             ChatMessage(role="user", content=user)]
 
 
-# A citation: any bracket pair whose content names tasks or a section.
-_BRACKETED = re.compile(r"[\[【〔]\s*(?P<body>(?:tasks?\b|第|sections?\b|正文)[^\]】〕\n]{0,60}?)\s*[\]】〕]",
-                        re.IGNORECASE)
+# A citation: any bracket pair whose content names tasks or a section, maybe after a document number
+# ("[厦府〔2026〕88号 第17项]", "[Doc No. 厦府〔2026〕88号 Task 17]": the style of a library's tags).
+_BRACKETED = re.compile(r"[\[【〔]\s*(?:(?:doc(?:ument)?\s*no\.?\s*)?"
+                        r"(?P<doc>[^\s\[\]【】〔〕]{0,16}〔\d{4}〕\d{1,6}号)\s*)?"
+                        r"(?P<body>(?:tasks?\b|第|sections?\b|正文)[^\]】〕\n]{0,60}?)\s*[\]】〕]", re.IGNORECASE)
 _TASK_NUMBERS = re.compile(r"\d{1,4}")
 _SECTION_ID = re.compile(r"^sections?\s+(?P<id>[\w.\-]+)$", re.IGNORECASE)
 
@@ -135,23 +138,32 @@ class CheckedCitations:
     removed: list[str]
 
 
-def check_citations(text: str, evidence: Evidence, lang: str) -> CheckedCitations:
-    """Keep citations of units the model was shown, in the language's style; remove the rest."""
+def check_citations(text: str, evidence: Evidence, lang: str, document: str | None = None,
+                    own: str | None = None) -> CheckedCitations:
+    """Keep citations of units the model was shown, in the language's style; remove the rest.
+
+    ``document`` (the evidence's document number, given when the library holds several) is named in
+    every kept tag, as the extractive answer's tags name it. A citation that names a document other
+    than ``own`` (the evidence's, default ``document``) is removed.
+    """
+    own = own or document
     text = unicodedata.normalize("NFKC", text)
     tasks: list[int] = []
     sections: list[str] = []
     removed: list[str] = []
+    shown = {s.id: s for s in evidence.sections}
 
     def replace(match: re.Match[str]) -> str:
         body = match.group("body").strip()
+        if match.group("doc") and match.group("doc") != own:
+            return _drop(match)
         section = _SECTION_ID.match(body)
         if section:
-            if section.group("id") in evidence.section_ids:
+            if section.group("id") in shown:
                 if section.group("id") not in sections:
                     sections.append(section.group("id"))
-                return match.group(0)
-            removed.append(match.group(0))
-            return ""
+                return section_tag(shown[section.group("id")], lang, document) if document else match.group(0)
+            return _drop(match)
         if body.startswith("正文"):
             return match.group(0) if evidence.sections else _drop(match)
         numbers = [int(n) for n in _TASK_NUMBERS.findall(body)]
@@ -161,7 +173,7 @@ def check_citations(text: str, evidence: Evidence, lang: str) -> CheckedCitation
         for number in kept:
             if number not in tasks:
                 tasks.append(number)
-        return "".join(task_tag(n, lang) for n in kept)
+        return "".join(task_tag(n, lang, document) for n in kept)
 
     def _drop(match: re.Match[str]) -> str:
         removed.append(match.group(0))
@@ -225,7 +237,7 @@ class AnswerGenerator:
             raise GenerationError(f"the LLM did not answer within {settings.llm_timeout:g} s") from exc
         except Exception as exc:  # any client, HTTP or parsing error
             raise GenerationError(f"the LLM call failed: {type(exc).__name__}: {exc}") from exc
-        return _compose(raw, evidence, document, lang)
+        return _compose(raw, evidence, document, lang, tag_name(library, document))
 
 
 _shared: AnswerGenerator | None = None
@@ -247,16 +259,17 @@ def generate_answer(result: SearchResult, corpus: Corpus | Library, question: st
     return generator.generate(result, corpus, question, lang, settings)
 
 
-def _compose(raw: str, evidence: Evidence, document: LibraryDocument,
-             lang: str) -> tuple[str, list[Citation], str | None]:
-    checked = check_citations(raw, evidence, lang)
+def _compose(raw: str, evidence: Evidence, document: LibraryDocument, lang: str,
+             name: str | None = None) -> tuple[str, list[Citation], str | None]:
+    """The answer from the model's text: checked tags and cards (naming ``name``, a document number, if any)."""
+    checked = check_citations(raw, evidence, lang, name, own=document.number)
     if not checked.tasks and not checked.sections:
         raise GenerationError("the generated answer cites none of the retrieved tasks")
     corpus = document.corpus
     citations = [task_citation(corpus.task(n), document) for n in checked.tasks]
     citations += [section_citation(corpus.section(s), document) for s in checked.sections]
-    cards = [task_card(corpus.task(n), corpus, lang) for n in checked.tasks]
-    cards += [f"**{section_tag(corpus.section(s), lang)}** {' › '.join(corpus.section(s).heading_path)}"
+    cards = [task_card(corpus.task(n), corpus, lang, name) for n in checked.tasks]
+    cards += [f"**{section_tag(corpus.section(s), lang, name)}** {' › '.join(corpus.section(s).heading_path)}"
               for s in checked.sections]
     notice = None
     parts = [checked.text]

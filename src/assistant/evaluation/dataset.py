@@ -27,8 +27,8 @@ Lang = Literal["zh", "en", "mixed"]
 LANGS: tuple[str, ...] = ("zh", "en", "mixed")
 Coverage = Literal["full", "partial", "none"]
 COVERAGES: tuple[str, ...] = ("full", "partial", "none")
-DevType = Literal["paraphrase", "colloquial", "english", "lookup", "multi_task", "followup", "body", "metadata",
-                  "out_of_scope"]
+DevType = Literal["paraphrase", "colloquial", "english", "keyword", "lookup", "multi_task", "followup", "body",
+                  "metadata", "out_of_scope"]
 BlindType = Literal["scenario", "everyday", "keyword", "general", "near_miss", "paraphrase", "english", "lookup",
                     "multi_task", "body", "metadata", "structure", "out_of_scope"]
 TurnKind = Literal["first", "ellipsis", "pronoun", "ordinal", "content_reference", "narrowing", "topic_switch",

@@ -73,17 +73,21 @@ def write_dense(db: IndexDatabase, conn: psycopg.Connection, version: int, chann
                  f" WITH (m = {HNSW['hnsw_m']}, ef_construction = {HNSW['hnsw_ef_construction']})")
 
 
-def score_sql(table: str, vectors: int, exact: bool) -> str:
+def score_sql(table: str, vectors: int, exact: bool, within: bool = False) -> str:
     """One statement: each unit's best view (inner product, as FAISS scores it) averaged over ``vectors``
     query vectors, its ``depth`` best units. ``exact`` scores every view (small channels: cheaper than
     an index scan); otherwise the HNSW index's ``views`` nearest views per vector propose the units,
-    which are then scored exactly over all their views."""
+    which are then scored exactly over all their views. ``within``: only the unit positions of the
+    ``%(within)s`` array are proposed and scored (a document filter)."""
     mean = " + ".join(f"max(-(d.embedding <#> %(v{i})s))" for i in range(vectors))
-    where = ""
+    kept = "unit_position = ANY(%(within)s)" if within else ""
+    conditions = [f"d.{kept}"] if within else []
     if not exact:
-        nearest = " UNION ".join(f"(SELECT unit_position FROM {table} ORDER BY embedding <=> %(v{i})s"
+        filtered = f" WHERE {kept}" if within else ""
+        nearest = " UNION ".join(f"(SELECT unit_position FROM {table}{filtered} ORDER BY embedding <=> %(v{i})s"
                                  " LIMIT %(views)s)" for i in range(vectors))
-        where = f" WHERE d.unit_position IN ({nearest})"
+        conditions.append(f"d.unit_position IN ({nearest})")
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     return (f"SELECT d.unit_position, ({mean}) / {vectors} AS s FROM {table} d{where}"
             " GROUP BY d.unit_position ORDER BY s DESC, d.unit_position LIMIT %(depth)s")
 
@@ -110,18 +114,24 @@ class PgDenseIndex:
     def table(self) -> str:
         return "data_" + table_name(self.version, self.channel)
 
-    def unit_scores(self, vectors: Sequence[np.ndarray], depth: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``depth`` best unit positions by their best-view cosine averaged over ``vectors``, and those means.
+    def unit_scores(self, vectors: Sequence[np.ndarray], depth: int,
+                    within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``depth`` best unit positions by their best-view cosine averaged over ``vectors``, and those means;
+        ``within`` (unit positions, a document filter) limits them to those units.
 
         Above ``EXACT_MAX_VIEWS`` views the HNSW index proposes ``depth x max_views`` views per vector: a
         unit among the ``depth`` best wins with a view that at most that many views outrank, so (up to
-        the index's recall) every one of them is proposed and then scored exactly.
+        the index's recall) every one of them is proposed and then scored exactly. A filter whose units
+        have at most ``EXACT_MAX_VIEWS`` views between them is scored exactly (the ``unit_position`` index).
         """
-        exact = self.views <= EXACT_MAX_VIEWS
+        exact = self.views <= EXACT_MAX_VIEWS or (within is not None
+                                                   and within.size * self.max_views <= EXACT_MAX_VIEWS)
         params: dict[str, Any] = {f"v{i}": np.asarray(v, dtype=np.float32) for i, v in enumerate(vectors)}
         params.update(depth=depth, views=min(self.views, max(1, depth) * self.max_views))
+        if within is not None:
+            params["within"] = [int(p) for p in within]
         with self.db.connection("score dense views") as conn:
-            rows = conn.execute(score_sql(self.table, len(vectors), exact), params).fetchall()
+            rows = conn.execute(score_sql(self.table, len(vectors), exact, within is not None), params).fetchall()
         return (np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.float32))
 
     def store(self) -> Any:

@@ -135,7 +135,7 @@ def write_sparse(conn: psycopg.Connection, tables: SparseTables, stats: TermStat
 _BM25 = """
 WITH q AS (SELECT term, qtf FROM unnest(%(terms)s::text[], %(qtf)s::float8[]) AS q (term, qtf))
 SELECT p.position, sum(q.qtf * p.weight) AS score
-FROM q JOIN {postings} p ON p.term = q.term
+FROM q JOIN {postings} p ON p.term = q.term{within}
 GROUP BY p.position
 ORDER BY score DESC, p.position
 LIMIT %(limit)s
@@ -159,7 +159,8 @@ class PgSparseIndex(SparseIndex):
         self._df = document_frequencies
         self._vocab = set(document_frequencies) | {""}
         self.question_form = lru_cache(maxsize=4096)(self._question_form)  # type: ignore[method-assign]
-        self._sql = _BM25.format(postings=tables.name("postings"))
+        self._sql = _BM25.format(postings=tables.name("postings"), within="")
+        self._sql_within = _BM25.format(postings=tables.name("postings"), within=" WHERE p.position = ANY(%(within)s)")
 
     @classmethod
     def read(cls, db: IndexDatabase, conn: psycopg.Connection, tables: SparseTables, unit_ids: list[str],
@@ -199,18 +200,22 @@ class PgSparseIndex(SparseIndex):
             found += idf if any(f in held for f in word) else 0.0
         return known / len(words), found / weight
 
-    def top_scores(self, texts: Sequence[str], limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    def top_scores(self, texts: Sequence[str], limit: int | None,
+                   within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Positions and scores of the ``limit`` best units (all matching ones for None) for the mean
-        BM25 score over ``texts``, best first; a unit holding no query term scores 0 and is left out."""
+        BM25 score over ``texts``, best first; a unit holding no query term scores 0 and is left out.
+        ``within`` (this channel's positions, a document filter) limits them to those units."""
         counts: Counter[str] = Counter()
         for text in texts:
             counts.update(self.query_tokens(text)[1])
         if not counts or not texts:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         terms = sorted(counts)
-        params = {"terms": terms, "qtf": [counts[t] / len(texts) for t in terms], "limit": limit}
+        params: dict[str, object] = {"terms": terms, "qtf": [counts[t] / len(texts) for t in terms], "limit": limit}
+        if within is not None:
+            params["within"] = [int(p) for p in within]
         with self.db.connection("score BM25") as conn:
-            rows = conn.execute(self._sql, params).fetchall()
+            rows = conn.execute(self._sql if within is None else self._sql_within, params).fetchall()
         positions = np.array([r[0] for r in rows], dtype=np.int64)
         return positions, np.array([r[1] for r in rows], dtype=np.float32)
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from assistant.ingest.vocabulary import QuestionCues
 from assistant.retrieval.lookup import Lookup, find_task_references
+from assistant.retrieval.pinyin import PinyinReader
 from assistant.retrieval.scope.answer_types import AnswerTypeCheck
 from assistant.retrieval.scope.places import PlaceCheck
 from assistant.text import detect_language
@@ -42,6 +43,7 @@ class QueryAnalysis:
     places: frozenset[str] = field(default_factory=frozenset)  # places the plan never names
     wants_list: bool = False  # "哪些…", "all the visa measures": an answer may cite more units
     also: tuple[str, ...] = ()  # more texts the retrievers score (a follow-up's own words)
+    pinyin: bool = False  # ``text`` is the question's pinyin read back as Chinese words
 
     @property
     def scope_text(self) -> str:
@@ -66,7 +68,8 @@ class QueryAnalyzer:
 
     def __init__(self, max_chars: int, max_task: int, cues: QuestionCues, answer_types: AnswerTypeCheck,
                  places: PlaceCheck, focus: bool = True, topic_words: Callable[[str], int] | None = None,
-                 refers_back: re.Pattern[str] | None = None) -> None:
+                 refers_back: re.Pattern[str] | None = None, pinyin: PinyinReader | None = None) -> None:
+        self.pinyin = pinyin
         self.use_focus = focus
         self.topic_words = topic_words  # how many topic (content) words a clause holds
         self.refers_back = refers_back  # a clause that points back ("its", "该试点") leans on the context
@@ -87,12 +90,16 @@ class QueryAnalyzer:
         encodes, rather than before it starts.
         """
         text = normalise_query(query)[: self.max_chars]
+        reading = self.read_pinyin(text)
+        text = reading or text
         lang = detect_language(text)
         last = self.max_task if max_task is None else max_task
         lookup = find_task_references(text, last) if use_lookup and text else Lookup()
         focus = self.focus(text, lang) if self.use_focus else None
         analysis = QueryAnalysis(raw=query, text=text, lang=lang, lookup=lookup, focus=focus,
-                                 also=tuple(normalise_query(t)[: self.max_chars] for t in also))
+                                 also=tuple(self.read_pinyin(t) or t for t in
+                                            (normalise_query(t)[: self.max_chars] for t in also)),
+                                 pinyin=reading is not None)
         return self.with_details(analysis) if details else analysis
 
     def with_details(self, analysis: QueryAnalysis) -> QueryAnalysis:
@@ -101,6 +108,13 @@ class QueryAnalyzer:
         return replace(analysis, asked=frozenset(self.answer_types.expected(text)),
                        places=frozenset(self.places.unknown(text)),
                        wants_list=bool(self._list["zh" if analysis.lang == "zh" else "en"].search(text)))
+
+    def read_pinyin(self, text: str) -> str | None:
+        """``text`` with its pinyin runs read as Chinese words, or None (no reader, no pinyin)."""
+        if self.pinyin is None or not text:
+            return None
+        reading = self.pinyin.read(text)
+        return reading[: self.max_chars] if reading else None
 
     def asks(self, clause: str, lang: str) -> bool:
         if clause.rstrip().endswith(("?", "？")):

@@ -82,8 +82,12 @@ class DenseRetriever(BaseRetriever):
         self._index = index
         self.encoder = encoder
 
-    def unit_scores(self, texts: Sequence[str]) -> np.ndarray:
-        """Mean over ``texts`` (the question and its asking clause) of each unit's best view score."""
+    def unit_scores(self, texts: Sequence[str], within: np.ndarray | None = None) -> np.ndarray:
+        """Mean over ``texts`` (the question and its asking clause) of each unit's best view score.
+
+        ``within`` (the unit positions a document filter keeps) changes nothing here: every unit is
+        scored exactly and the pipeline masks the others; a backend that returns only its best units
+        returns the best of these."""
         vectors = self.encoder.encode_many(texts)
         rows = [self._dense.unit_scores(v, self._index.unit_index) for v in vectors]
         return rows[0] if len(rows) == 1 else np.mean(rows, axis=0)
@@ -103,7 +107,8 @@ class SparseRetriever(BaseRetriever):
         order = {uid: i for i, uid in enumerate(sparse.unit_ids)}
         self._to_units = np.array([order[n.node_id] for n in index.nodes])
 
-    def unit_scores(self, texts: Sequence[str]) -> np.ndarray:
+    def unit_scores(self, texts: Sequence[str], within: np.ndarray | None = None) -> np.ndarray:
+        """Mean BM25 over ``texts`` of every unit (``within``: as :meth:`DenseRetriever.unit_scores`)."""
         rows = [self.sparse.scores(t)[self._to_units] for t in texts]
         return rows[0] if len(rows) == 1 else np.mean(rows, axis=0)
 
@@ -131,9 +136,9 @@ def encoder_of(retriever: BaseRetriever) -> QueryEncoder | None:
     return encoder if isinstance(encoder, QueryEncoder) else None
 
 
-def _timed(retriever: Retriever, texts: Sequence[str]) -> tuple[np.ndarray, float]:
+def _timed(retriever: Retriever, texts: Sequence[str], within: np.ndarray | None) -> tuple[np.ndarray, float]:
     started = time.perf_counter()
-    scores = retriever.unit_scores(texts)
+    scores = retriever.unit_scores(texts) if within is None else retriever.unit_scores(texts, within=within)
     return scores, (time.perf_counter() - started) * 1000
 
 
@@ -141,8 +146,10 @@ def score_candidates(retrievers: dict[str, Retriever], texts: dict[str, Sequence
                      pool: ThreadPoolExecutor | None,
                      extra: Mapping[str, Callable[[], Sequence[str]]] | None = None,
                      meanwhile: Callable[[Mapping[str, np.ndarray]], object] | None = None,
-                     encoded: Callable[[str], object] | None = None) -> CandidateScores:
-    """Run each retriever named in ``texts`` on its texts (the question, maybe its asking clause).
+                     encoded: Callable[[str], object] | None = None,
+                     within: Mapping[str, np.ndarray] | None = None) -> CandidateScores:
+    """Run each retriever named in ``texts`` on its texts (the question, maybe its asking clause);
+    ``within`` names, per retriever, the unit positions a document filter keeps.
 
     An embedder encodes the texts of all its retrievers and its ``extra`` texts (the scope model's
     question form, made in the thread that encodes) in one batch. With a pool, this thread encodes
@@ -157,6 +164,7 @@ def score_candidates(retrievers: dict[str, Retriever], texts: dict[str, Sequence
     unknown = [n for n in texts if n not in retrievers]
     if unknown:
         raise ValueError(f"unknown retrievers {unknown}; available: {list(retrievers)}")
+    within = within or {}
     batches: dict[int, tuple[str, QueryEncoder, list[str]]] = {}
     for name in texts:
         encoder = encoder_of(retrievers[name])
@@ -178,7 +186,7 @@ def score_candidates(retrievers: dict[str, Retriever], texts: dict[str, Sequence
             encode(*batches[key])
             if mine and encoded is not None:
                 encoded(batches[key][0])
-        done = {n: _timed(retrievers[n], texts[n]) for n in names}
+        done = {n: _timed(retrievers[n], texts[n], within.get(n)) for n in names}
         if then and meanwhile is not None:
             meanwhile({n: r[0] for n, r in done.items()})
         return done

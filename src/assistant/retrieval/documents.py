@@ -15,8 +15,9 @@ its decisions on other documents are the same model applied as it is.)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -41,6 +42,11 @@ class DocumentScope:
     def max_task(self) -> int:
         return max(t.number for t in self.document.corpus.tasks)
 
+    @cached_property
+    def positions(self) -> np.ndarray:
+        """The positions of this document's units, ascending."""
+        return np.flatnonzero(self.members)
+
 
 def document_scopes(library: Library, unit_ids: list[str], cues: dict[str, str],
                     tokens: Callable[[str], frozenset[str]], knowledge: Knowledge | None) -> dict[str, DocumentScope]:
@@ -63,6 +69,17 @@ def evidence_scores(scope: DocumentScope, raw: Mapping[str, np.ndarray],
     if scope.has_knowledge:
         return masked
     return {name: raw[name] if name.endswith(KNOWLEDGE_SUFFIX) else values for name, values in masked.items()}
+
+
+def candidate_filter(scope: DocumentScope | None, members: np.ndarray | None,
+                     names: Iterable[str]) -> dict[str, np.ndarray]:
+    """Per retriever, the unit positions a filter keeps (``unit_scores(texts, within=...)``): a backend that
+    returns only its best units (PostgreSQL) then returns the best of that document's, as masking every
+    unit's score embedded does. None under no filter; a knowledge channel of a document without knowledge
+    is left unfiltered, since its evidence is read unmasked (:func:`evidence_scores`)."""
+    if scope is None or members is None:
+        return {}
+    return {name: scope.positions for name in names if scope.has_knowledge or not name.endswith(KNOWLEDGE_SUFFIX)}
 
 
 def restrict(scores: Mapping[str, np.ndarray], members: np.ndarray) -> dict[str, np.ndarray]:

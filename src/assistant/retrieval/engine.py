@@ -33,6 +33,7 @@ from assistant.retrieval.analysis import QueryAnalyzer
 from assistant.retrieval.candidates import DenseRetriever, QueryEncoder, Retriever, SparseRetriever
 from assistant.retrieval.documents import document_scopes, positions_of
 from assistant.retrieval.followup import FollowupResolver, PriorTurn, load_cues
+from assistant.retrieval.pinyin import pinyin_reader
 from assistant.retrieval.pipeline import NOT_CITED_FOR_TOPICS, RunOptions, Snapshot, run
 from assistant.retrieval.rerank import ClauseRelevance
 from assistant.retrieval.scope.answer_types import AnswerTypeCheck
@@ -95,7 +96,8 @@ class SearchEngine:
                                  re.IGNORECASE)
         analyzer = QueryAnalyzer(self.settings.max_query_chars, self.max_task, vocabulary.question_cues,
                                  answer_types, PlaceCheck(vocabulary.gazetteer, plan_texts), self.settings.query_focus,
-                                 topic_words=lambda text: len(index.analyzer.words(text)), refers_back=refers_back)
+                                 topic_words=lambda text: len(index.analyzer.words(text)), refers_back=refers_back,
+                                 pinyin=pinyin_reader(index) if self.settings.pinyin else None)
         unit_texts = [f"{node.text}\n{node.metadata.get('text_en') or ''}" for node in index.nodes]
         thesaurus = index.knowledge.thesaurus if index.knowledge is not None else ()
         relevance = ClauseRelevance(index.analyzer, unit_texts, thesaurus)

@@ -44,9 +44,10 @@ class PgDenseRetriever(DenseRetriever):
             raise TypeError(f"{name} is not a published channel")
         self._pg: PgDenseIndex = self._dense
 
-    def unit_scores(self, texts: Sequence[str]) -> np.ndarray:
-        """Mean over ``texts`` of each candidate unit's best view score; the rest ``DENSE_UNSCORED``."""
-        positions, values = self._pg.unit_scores(self.encoder.encode_many(texts), _depth(self._index))
+    def unit_scores(self, texts: Sequence[str], within: np.ndarray | None = None) -> np.ndarray:
+        """Mean over ``texts`` of each candidate unit's best view score (candidates among the unit
+        positions ``within`` only, when given: a document filter); the rest ``DENSE_UNSCORED``."""
+        positions, values = self._pg.unit_scores(self.encoder.encode_many(texts), _depth(self._index), within)
         scores = np.full(len(self._index.nodes), DENSE_UNSCORED, dtype=np.float32)
         scores[positions] = values
         return scores
@@ -72,9 +73,11 @@ class PgSparseRetriever(SparseRetriever):
         self._pg = sparse
         self._to_nodes = np.argsort(self._to_units)  # sparse position -> unit position
 
-    def unit_scores(self, texts: Sequence[str]) -> np.ndarray:
-        """Mean BM25 over ``texts`` of the ``depth`` best units; the rest ``SPARSE_UNSCORED``."""
-        positions, values = self._pg.top_scores(texts, _depth(self._index))
+    def unit_scores(self, texts: Sequence[str], within: np.ndarray | None = None) -> np.ndarray:
+        """Mean BM25 over ``texts`` of the ``depth`` best units (of the unit positions ``within``, when
+        given); the rest ``SPARSE_UNSCORED``."""
+        kept = None if within is None else np.sort(self._to_units[within])  # as the channel's positions
+        positions, values = self._pg.top_scores(texts, _depth(self._index), kept)
         scores = np.full(len(self._index.nodes), SPARSE_UNSCORED, dtype=np.float32)
         scores[self._to_nodes[positions]] = values
         return scores

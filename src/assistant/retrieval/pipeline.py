@@ -27,7 +27,7 @@ from assistant.config import Settings
 from assistant.index.store import KNOWLEDGE_SUFFIX, LoadedIndex
 from assistant.retrieval.analysis import QueryAnalysis, QueryAnalyzer
 from assistant.retrieval.candidates import QueryEncoder, Retriever, encoder_of, score_candidates
-from assistant.retrieval.documents import DocumentScope, evidence_scores, restrict
+from assistant.retrieval.documents import DocumentScope, candidate_filter, evidence_scores, restrict
 from assistant.retrieval.evidence import FORM_EMBEDDER, QuerySide, evidence
 from assistant.retrieval.followup import FollowupResolver, PriorTurn, Resolution
 from assistant.retrieval.followup_decision import answers_better, followup_decision
@@ -197,6 +197,8 @@ def _run_resolved(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecut
                                          scope.max_task if scope is not None else None, details=False)
     timings: dict[str, float] = {"analysis": (time.perf_counter() - started) * 1000}
     resolved = resolution.query if resolution.query != query else None
+    if analysis.pinyin:  # what was searched is the pinyin read as Chinese: show it, store it for follow-ups
+        resolved = analysis.text
     names = list(options.retrievers) if options.retrievers is not None else list(snapshot.retrievers)
     if not analysis.text:
         return SearchResult(query, snapshot.analyzer.with_details(analysis),
@@ -208,14 +210,15 @@ def _run_resolved(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecut
     if snapshot.scope is not None and snapshot.scope.examples is not None and sparse is not None:
         asking = analysis.scope_text
         extra[FORM_EMBEDDER] = lambda: [sparse.question_form(asking) or "?"]
+    # a document filter masks the other documents' units in every channel, before fusion
+    members = scope.members if scope is not None and options.document is not None else None
     side = QuerySide(snapshot, analysis, pool, answerability=not pinned and not analysis.lookup)
     candidates = score_candidates(snapshot.retrievers, _retriever_texts(snapshot, analysis, names), pool, extra,
-                                  meanwhile=side.meanwhile, encoded=side.encoded)
+                                  meanwhile=side.meanwhile, encoded=side.encoded,
+                                  within=candidate_filter(scope, members, names))
     analysis = side.analysis()
     timings.update(candidates.timings_ms)
     stage = time.perf_counter()
-    # a document filter masks the other documents' units in every channel, before fusion
-    members = scope.members if scope is not None and options.document is not None else None
     scores = restrict(candidates.scores, members) if members is not None else candidates.scores
     channels = dict(scores)
     weights = {name: settings.fusion_weights.get(name, 1.0) for name in channels}

@@ -217,6 +217,9 @@ def build_ui(assistant: Any, engine: Any, feedback_store: FeedbackStore | None, 
                 "citations": citations, "rated": None}
         notes = [RESET_NOTICE] if getattr(answer, "conversation_reset", False) else []
         notes += [_esc(getattr(answer, "notice", None) or "")]
+        resolved = getattr(answer, "resolved_query", None)
+        if resolved:  # what was searched: a follow-up made stand-alone, pinyin read as Chinese
+            notes.append(("检索为：" if lang == "zh" else "Searched as: ") + _esc(resolved))
         yield {chatbot: transcript, history: transcript, last_answer: last,
                cards: coverage_badge(getattr(answer, "coverage", None)) + citation_cards(citations, lang),
                conversation: getattr(answer, "conversation_id", None) or conversation_id,
