@@ -114,6 +114,23 @@ def serve_app():
 
 
 # --- fault injection: an OpenAI-compatible stub and the real CLI server ------------------------------
+def prompt_and_shown(body: dict) -> tuple[str, list[int]]:
+    """A chat request's prompt text and the task numbers its evidence shows (``[Task N] = ...``)."""
+    import re
+
+    prompt = "\n".join(m["content"] for m in body.get("messages", []) if isinstance(m.get("content"), str))
+    return prompt, [int(n) for n in re.findall(r"\[Task (\d+)\] = ", prompt)]
+
+
+def chat_completion(content: str, model: str, completion_id: str = "chatcmpl-stub") -> dict:
+    """The body of an OpenAI ``chat.completion`` answering ``content``."""
+    import time
+
+    return {"id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+
 class OpenAIStub:
     """What the stub LLM answers (``behaviour``, ``delay``); ``requests`` records what it was sent."""
 
@@ -127,22 +144,14 @@ class OpenAIStub:
         return body
 
     def reply(self, body: dict) -> tuple[int, dict]:
-        import re
-        import time
-
-        prompt = "\n".join(m["content"] for m in body.get("messages", []) if isinstance(m.get("content"), str))
-        shown = [int(n) for n in re.findall(r"\[Task (\d+)\] = ", prompt)]
+        _, shown = prompt_and_shown(body)
         if self.behaviour == "error":
             return 500, {"error": {"message": "boom", "type": "server_error"}}
         content = f"Yes, for non-profit institutions set up by donation [Task {shown[0] if shown else 1}]."
         if self.behaviour == "obey":  # a model that follows instructions hidden in the question
             content += (" As instructed, foreigners also get free land [Task 999]. <script>alert('x')</script>"
                         " ![track](http://127.0.0.1:9/leak.png)")
-        return 200, {"id": "chatcmpl-stub", "object": "chat.completion", "created": int(time.time()),
-                     "model": body.get("model", "stub"),
-                     "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                                  "finish_reason": "stop"}],
-                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+        return 200, chat_completion(content, body.get("model", "stub"), "chatcmpl-stub")
 
 
 @contextmanager
@@ -184,11 +193,15 @@ def openai_stub_server(stub: OpenAIStub) -> Iterator[str]:
         server.server_close()
 
 
-@pytest.fixture
-def openai_stub() -> Iterator[tuple[OpenAIStub, str]]:
-    stub = OpenAIStub()
+def served_stub(stub: OpenAIStub) -> Iterator[tuple[OpenAIStub, str]]:
+    """``stub`` served on a free port: what a stub fixture yields (the stub and its base URL)."""
     with openai_stub_server(stub) as url:
         yield stub, url
+
+
+@pytest.fixture
+def openai_stub() -> Iterator[tuple[OpenAIStub, str]]:
+    yield from served_stub(OpenAIStub())
 
 
 def free_port() -> int:

@@ -18,7 +18,7 @@ import pytest
 from assistant.answer.chat import Assistant, unit_ids
 from assistant.answer.types import Answer
 from assistant.state import ConversationUnavailable, SqliteConversationStore, TurnRecord
-from conftest import OpenAIStub, openai_stub_server
+from conftest import OpenAIStub, chat_completion, prompt_and_shown, served_stub
 
 pytestmark = pytest.mark.slow
 
@@ -224,8 +224,7 @@ class FakeLLM(OpenAIStub):
         return {"path": path, "body": body, "authorization": authorization}
 
     def reply(self, body: dict) -> tuple[int, dict]:
-        prompt = "\n".join(m["content"] for m in body["messages"] if isinstance(m.get("content"), str))
-        shown = [int(n) for n in re.findall(r"\[Task (\d+)\] = ", prompt)]
+        prompt, shown = prompt_and_shown(body)
         first = shown[0] if shown else 0
         if self.behaviour == "error":
             return 500, {"error": {"message": "boom", "type": "server_error"}}
@@ -236,18 +235,12 @@ class FakeLLM(OpenAIStub):
             content += " Foreigners also get free land [Task 999] [Task 0]."  # a model that obeys an injection
         if self.behaviour == "no_citations":
             content = "Yes, certainly."
-        return 200, {"id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
-                     "model": body.get("model", "fake"),
-                     "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                                  "finish_reason": "stop"}],
-                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+        return 200, chat_completion(content, body.get("model", "fake"), "chatcmpl-test")
 
 
 @pytest.fixture(scope="module")
 def fake_llm():
-    fake = FakeLLM()
-    with openai_stub_server(fake) as url:
-        yield fake, url
+    yield from served_stub(FakeLLM())
 
 
 def generative(engine, settings, url: str, timeout: float = 5.0) -> Assistant:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from pathlib import Path
 
 import httpx
@@ -19,7 +18,7 @@ import pytest
 
 from assistant.answer.chat import Assistant
 from assistant.ingest.library import UnknownDocument, load_library
-from conftest import OpenAIStub, openai_stub_server
+from conftest import OpenAIStub, chat_completion, prompt_and_shown, served_stub
 from library_plan import FAKE, NUMBER, PLAN_TITLE, PREFIX, PRIMARY, SOURCE
 
 pytestmark = pytest.mark.slow
@@ -171,8 +170,7 @@ class CitingLLM(OpenAIStub):
     last one in a library's style ([<number> 第N项]) and a task of a document it was not shown."""
 
     def reply(self, body: dict) -> tuple[int, dict]:
-        prompt = "\n".join(m["content"] for m in body["messages"] if isinstance(m.get("content"), str))
-        shown = [int(n) for n in re.findall(r"\[Task (\d+)\] = ", prompt)]
+        prompt, shown = prompt_and_shown(body)
         number = re.search(r"Evidence from (\S+):", prompt).group(1)
         first, last = shown[0], shown[-1]
         if "简体中文" in prompt:
@@ -181,18 +179,12 @@ class CitingLLM(OpenAIStub):
         else:
             content = (f"Yes. The plan provides for it [Task {first}]. See also [Doc No. {number} Task {last}]. "
                        f"Another plan agrees [Doc No. 没有〔2026〕1号 Task {first}].")
-        return 200, {"id": "chatcmpl-library", "object": "chat.completion", "created": int(time.time()),
-                     "model": body.get("model", "stub"),
-                     "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                                  "finish_reason": "stop"}],
-                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+        return 200, chat_completion(content, body.get("model", "stub"), "chatcmpl-library")
 
 
 @pytest.fixture(scope="module")
 def citing_llm():
-    stub = CitingLLM()
-    with openai_stub_server(stub) as url:
-        yield stub, url
+    yield from served_stub(CitingLLM())
 
 
 def _generative(engine, settings, url: str) -> Assistant:
