@@ -34,6 +34,10 @@ def unmet_types(question: str, texts: list[str]) -> set[str]:
     ("能拿到多少奖励？", "incentive"),
     ("Is there a tax break for this?", "incentive"),
     ("违规了会被罚款吗？", "penalty"),
+    ("这个试点放在哪个区？", "place"),
+    ("Which airport will host it?", "place"),
+    ("是哪家公司在建？", "organisation"),
+    ("Which company runs the platform?", "organisation"),
 ])
 def test_question_patterns(question, kind):
     assert kind in expected_types(question)
@@ -44,9 +48,10 @@ def test_question_patterns(question, kind):
     "审批手续会不会简化？",  # asks whether procedures get simpler, not what they are
     "Where can I use my card?",  # not a where-to-apply question
     "方案有哪些措施？",
+    "Which companies can invest in it?",  # a kind of company, not a named one
 ])
 def test_no_false_answer_types(question):
-    assert not expected_types(question) & {"procedure", "incentive", "requirement", "penalty"}
+    assert not expected_types(question) & {"procedure", "incentive", "requirement", "penalty", "place", "organisation"}
 
 
 def test_unmet_only_when_the_evidence_lacks_the_fact():
@@ -55,6 +60,9 @@ def test_unmet_only_when_the_evidence_lacks_the_fact():
     assert unmet_types("How much is the reward?", ["valid for up to 2 years", "branches or subsidiaries"]) == {
         "incentive", "quantity"}
     assert unmet_types("有补贴吗？", ["给予一次性补贴"]) == set()
+    assert unmet_types("试点在哪个区？", ["在湖里区开展试点"]) == set()
+    assert unmet_types("试点在哪个区？", ["支持开展试点"]) == {"place"}
+    assert unmet_types("是哪家公司？", ["支持外资企业参与"]) == {"organisation"}
 
 
 def test_place_check_ignores_places_the_plan_names():

@@ -86,6 +86,18 @@ def test_equity_cap_follow_up(assistant):
     assert 1 in cited(follow) and follow.resolved_query and "VPN" in follow.resolved_query
 
 
+def test_follow_up_that_names_a_new_object_leaves_the_old_citations(assistant):
+    first = assistant.ask("Can foreign companies provide VPN services?")
+    assert cited(first)[0] == 1
+    # no pronoun, and its own words ("app stores") are held by another task, not by task 1
+    follow = assistant.ask("And app stores, any cap left?", first.conversation_id)
+    assert cited(follow) == [2] and follow.resolved_query is None
+    # a follow-up whose own words are only an attribute stays with what was just cited
+    again = assistant.ask("Can foreign companies provide VPN services?")
+    fee = assistant.ask("And the application fee?", again.conversation_id)
+    assert fee.resolved_query and "VPN" in fee.resolved_query
+
+
 @pytest.mark.parametrize(("question", "follow_up"), [
     ("签证方面有哪些便利措施？", "第二条详细说说"),  # an ordinal, not task 2: the follow-up stage reads it first
     ("List the green finance measures", "tell me more about the second one"),

@@ -16,6 +16,7 @@ from assistant.evaluation.dataset import (
     load_conversations,
     load_questions,
     sample,
+    split_files,
 )
 from assistant.evaluation.metrics import (
     RETRIEVAL_METRICS,
@@ -310,6 +311,18 @@ def test_the_sets_load_and_their_gold_exists(questions, blind, corpus):
     assert len(conversations) == 48 and all(c.turns[0].kind == "first" for c in conversations)
     # written independently; two short natural questions coincide ("What is task 1?", 厦门现在最低工资标准是多少)
     assert len({q.question for q in questions} & {q.question for q in blind}) <= 3
+
+
+def test_the_dev_split_has_both_question_files_and_its_blind_written_rows_are_dev(corpus):
+    files, conversation_files = split_files(REPO / "eval", "dev")
+    assert set(files) == {"dev", "dev_blind_written"} and set(conversation_files) == {"dev"}
+    written = load_questions(files["dev_blind_written"], corpus, "dev_blind_written")
+    assert len(written) >= 250 and all(q.split == "dev" and q.id.startswith("d") for q in written)
+    assert {q.coverage for q in written} == {"full", "partial", "none"}
+    blind_ids = {q.question for q in load_questions(BLIND, corpus, split="blind")}
+    assert len({q.question for q in written} & blind_ids) <= 3
+    assert set(split_files(REPO / "eval", "blind")[0]) == {"blind"}
+    assert set(split_files(REPO / "eval", "all")[0]) == {"dev", "dev_blind_written", "blind"}
 
 
 def test_overlap_rule_holds_per_split(questions, blind, corpus):

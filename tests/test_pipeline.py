@@ -58,6 +58,21 @@ def test_structure_questions_are_answered_from_the_corpus(engine):
     assert engine.search("What measures does the plan have for visas?").structure is None
 
 
+def test_category_counts_by_classifier_and_common_task_counts(engine):
+    # "几条" / "哪几项" count tasks when the question names a category (no word 任务 needed)
+    health = engine.search("医疗健康那一类一共几条？")
+    assert health.structure is not None and health.structure.kind == "category_tasks"
+    assert [h.task for h in health.support] == [
+        t.number for t in engine.corpus.tasks if t.category_no == health.structure.category]
+    # 共性 + 差异化: the two numbers the body states (sections 2.1 and 2.2), not the list of five
+    both = engine.search("共性的和差异化的各有几项？")
+    assert both.structure is not None and both.structure.kind == "count"
+    assert [h.unit_id for h in both.support] == ["section:2.1", "section:2.2"]
+    # "哪些条件" is not a count of 条, and a topic without a category word is not a structure question
+    assert engine.search("这类机构要满足哪些条件？").structure is None
+    assert engine.search("签证方面有哪几条便利？").structure is None
+
+
 def test_followup_ordinal_pins_the_cited_unit_exactly(engine):
     turns = [_turn("外国人来厦门有哪些签证便利？", ["task:74", "task:75"])]
     result = engine.search("第二条详细说说", context=turns)
@@ -67,6 +82,16 @@ def test_followup_ordinal_pins_the_cited_unit_exactly(engine):
     assert english.hits[0].unit_id == "task:74"
     after = engine.search("下一项呢", context=[_turn("第48项是什么？", ["task:48"])])
     assert after.hits[0].unit_id == "task:49"
+
+
+def test_attached_followup_is_full_only_when_its_citations_name_what_it_asks(engine):
+    turns = [_turn("Does the plan make capital account transactions easier?", ["task:27"], "en")]
+    # read with the conversation it cites task 27, which holds none of "euro exchange rate today"
+    rate = engine.search("What is the euro exchange rate today?", context=turns)
+    assert rate.followup in ("attachment", "none") and rate.coverage != "full"
+    # a follow-up about the cited task itself keeps the full answer
+    users = engine.search("Who can use it?", context=turns)
+    assert users.followup == "attachment" and users.hits[0].unit_id == "task:27"
 
 
 def test_followup_ellipsis_substitutes_the_new_object(engine):

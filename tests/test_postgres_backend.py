@@ -106,6 +106,9 @@ def test_sql_bm25_top_n_and_lexical_features_match(pg_engine, engine, queries, s
             assert np.count_nonzero(got) == top.size  # the rest: the score fusion skips
             best = int(top[0]) if top.size else 0
             assert published.coverage(text, best) == pytest.approx(embedded.coverage(text, best), abs=1e-9)
+            # the follow-up stage's "which unit holds the question's own words", by unit position
+            (mass, weight), (pg_mass, pg_weight) = embedded.held(text), published.held(text)
+            assert pg_weight == pytest.approx(weight) and np.allclose(pg_mass, mass) and (weight == 0 or mass.any())
     sparse, pg_sparse = engine.index.sparse_knowledge, pg_engine.index.sparse_knowledge
     for text in queries[::5]:
         assert pg_sparse.question_form(text) == sparse.question_form(text)

@@ -6,7 +6,7 @@ Command line::
                           [--no-answers] [--output DIR] [--limit N] [--baseline]
 
 ``--split`` defaults to ``blind`` (``eval/blind/``: 300 questions and 48 conversations written
-blind, never tuned on); ``dev`` is ``eval/questions.jsonl``. Each run writes
+blind, never tuned on); ``dev`` is ``eval/questions.jsonl`` and ``eval/dev/``. Each run writes
 ``<DIR or eval/reports>/<UTC timestamp>/`` with ``report.md``, ``results.json`` (the
 :class:`~assistant.evaluation.results.EvalResults` model: dataset sha256s, models, library
 versions, git commit, every metric, per-query and per-turn records), ``run.trec``/``qrels.trec``

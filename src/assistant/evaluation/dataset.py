@@ -1,7 +1,8 @@
 """The question sets: validated loading (``file:line`` errors), sampling and qrels.
 
-``eval/questions.jsonl`` is the dev set (single questions, some with a scripted ``history``) with
-``eval/dev/conversations.jsonl`` (40 conversations); ``eval/blind/questions.jsonl`` (300 questions
+``eval/questions.jsonl`` (single questions, some with a scripted ``history``) and ``eval/dev/questions.jsonl``
+(questions written blind, in the blind schema, then read for development) are the dev set, with
+``eval/dev/conversations.jsonl``; ``eval/blind/questions.jsonl`` (300 questions
 with a coverage class) and ``eval/blind/conversations.jsonl`` (48 conversations) are the blind split. Schemas
 are in ``eval/README.md``. Doc ids are ``task:N`` and ``section:ID``, the ``Hit.unit_id``
 values the engine returns. Rows become :class:`EvalQuestion` or :class:`Conversation`.
@@ -144,9 +145,23 @@ class BlindRow(BaseModel):
         return self
 
     def to_question(self) -> EvalQuestion:
-        return EvalQuestion(id=self.id, split="blind", lang=self.lang, type=self.type, question=self.question,
-                            relevance=self.relevance, coverage=self.coverage, missing_detail=self.missing_detail,
-                            facts=self.facts, tags=self.tags)
+        return EvalQuestion(id=self.id, split=self.split_name, lang=self.lang, type=self.type,
+                            question=self.question, relevance=self.relevance, coverage=self.coverage,
+                            missing_detail=self.missing_detail, facts=self.facts, tags=self.tags)
+
+    @property
+    def split_name(self) -> Literal["dev", "blind"]:
+        return "blind"
+
+
+class WrittenBlindDevRow(BlindRow):
+    """One line of ``eval/dev/questions.jsonl``: written blind like the blind split, then read as dev data."""
+
+    id: str = Field(pattern=r"^d\d{4,}$")
+
+    @property
+    def split_name(self) -> Literal["dev", "blind"]:
+        return "dev"
 
 
 class ConversationTurn(BaseModel):
@@ -283,11 +298,13 @@ def _check_known(path: Path, items: Iterable[tuple[str, set[str]]], corpus: Corp
 
 
 def load_questions(path: Path, corpus: Corpus | None = None, split: str = "dev") -> list[EvalQuestion]:
-    """A single-question file of ``split`` ("dev": ``q…`` rows, "blind": ``b…`` rows).
+    """A single-question file of a split part ("dev": ``q…`` rows, "dev_blind_written": ``d…`` rows,
+    "blind": ``b…`` rows).
 
     With ``corpus``, gold doc ids must exist. Raises ``DatasetError`` naming the first bad line.
     """
-    model: type[DevRow | BlindRow] = {"dev": DevRow, "blind": BlindRow}[split]
+    model: type[DevRow | BlindRow] = {"dev": DevRow, "dev_blind_written": WrittenBlindDevRow,
+                                      "blind": BlindRow}[split]
     questions = [row.to_question() for row in read_jsonl(path, model)]
     _check_known(path, ((q.id, set(q.relevance)) for q in questions), corpus)
     return questions
@@ -306,14 +323,17 @@ def corpus_doc_ids(corpus: Corpus) -> set[str]:
 
 
 def split_files(eval_path: Path, split: str) -> tuple[dict[str, Path], dict[str, Path]]:
-    """The question file and the conversation file of each split part (``{"dev": path, "blind": path}``)."""
+    """The question files and the conversation files of a split, by part (the dev split has two
+    question files: ``dev`` and ``dev_blind_written``)."""
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; use dev, blind or all")
-    questions = {"dev": eval_path / "questions.jsonl", "blind": eval_path / "blind" / "questions.jsonl"}
+    questions = {"dev": eval_path / "questions.jsonl", "dev_blind_written": eval_path / "dev" / "questions.jsonl",
+                 "blind": eval_path / "blind" / "questions.jsonl"}
     conversations = {"dev": eval_path / "dev" / "conversations.jsonl",
                      "blind": eval_path / "blind" / "conversations.jsonl"}
-    parts = list(questions) if split == "all" else [split]
-    return {p: questions[p] for p in parts}, {p: conversations[p] for p in parts}
+    parts = {"dev": ["dev", "dev_blind_written"], "blind": ["blind"], "all": list(questions)}[split]
+    return ({p: questions[p] for p in parts if p != "dev_blind_written" or questions[p].exists()},
+            {p: conversations[p] for p in parts if p in conversations})
 
 
 def sample(questions: Sequence[EvalQuestion], limit: int | None = None) -> list[EvalQuestion]:

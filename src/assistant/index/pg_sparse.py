@@ -200,6 +200,29 @@ class PgSparseIndex(SparseIndex):
             found += idf if any(f in held for f in word) else 0.0
         return known / len(words), found / weight
 
+    def held(self, query: str) -> tuple[np.ndarray, float]:
+        """:meth:`SparseIndex.held` from the in-memory DFs and one lookup of the words' postings."""
+        words = [[f for f in word if f in self._df] for word in self.analyzer.words(query)]
+        words = [forms for forms in words if forms]
+        total = len(self.unit_ids)
+        found = np.zeros(total, dtype=np.float64)
+        if not words:
+            return found, 0.0
+        forms = sorted({f for word in words for f in word})
+        with self.db.connection("read BM25 postings") as conn:
+            rows = conn.execute(f"SELECT term, position FROM {self.tables.name('postings')} WHERE term = ANY(%s)",
+                                (forms,)).fetchall()
+        positions: dict[str, set[int]] = {}
+        for term, position in rows:
+            positions.setdefault(term, set()).add(int(position))
+        weight = 0.0
+        for word in words:
+            idf = max(float(np.log1p(total / max(self._df[f], 1))) for f in word)
+            weight += idf
+            held = set().union(*(positions.get(f, set()) for f in word))
+            found[sorted(held)] += idf
+        return found, weight
+
     def top_scores(self, texts: Sequence[str], limit: int | None,
                    within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Positions and scores of the ``limit`` best units (all matching ones for None) for the mean

@@ -113,6 +113,21 @@ class SparseIndex:
             found += idf if any(position in p for p in postings) else 0.0
         return known / len(words), found / weight
 
+    def held(self, query: str) -> tuple[np.ndarray, float]:
+        """The IDF mass of the question's known content words each unit holds (by position), and
+        the mass of them all (unknown words count in neither): their ratio is the share a unit holds."""
+        total = len(self.unit_ids)
+        found = np.zeros(total, dtype=np.float64)
+        weight = 0.0
+        for forms in self.analyzer.words(query):
+            postings = [p for p in (self._postings(f) for f in forms) if p is not None]
+            if not postings:
+                continue
+            idf = max(float(np.log1p(total / max(len(p), 1))) for p in postings)
+            weight += idf
+            found[np.unique(np.concatenate(postings))] += idf
+        return found, weight
+
     def _question_form(self, query: str) -> str:
         """The question with the topic words the index knows taken out: what it *asks*.
 

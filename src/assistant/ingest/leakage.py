@@ -33,7 +33,8 @@ def similarity(a: frozenset[str], b: frozenset[str]) -> float:
 def measured_questions(eval_dir: Path) -> list[str]:
     """Every question of the eval set (dev and blind, with conversation turns) and the calibration set."""
     questions: list[str] = []
-    for path in (eval_dir / "questions.jsonl", eval_dir / "calibration.jsonl", eval_dir / "blind" / "questions.jsonl",
+    for path in (eval_dir / "questions.jsonl", eval_dir / "calibration.jsonl", eval_dir / "dev" / "questions.jsonl",
+                 eval_dir / "dev" / "conversations.jsonl", eval_dir / "blind" / "questions.jsonl",
                  eval_dir / "blind" / "conversations.jsonl"):
         if not path.exists():
             continue

@@ -115,6 +115,11 @@ class SparseRetriever(BaseRetriever):
     def coverage(self, query: str, unit_position: int) -> tuple[float, float]:
         return self.sparse.coverage(query, int(self._to_units[unit_position]))
 
+    def held(self, query: str) -> tuple[np.ndarray, float]:
+        """:meth:`SparseIndex.held` by unit position of the loaded index."""
+        found, weight = self.sparse.held(query)
+        return found[self._to_units], weight
+
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return _top_nodes(self._index, self.unit_scores([query_bundle.query_str]), 10)
 

@@ -16,7 +16,9 @@ coverage and language), never on rendered answers. Mechanisms, from exact to sof
   list, so the answer stays with what was being discussed without string rewriting alone. A
   substituted turn gets none: its new object is exactly what the old citations are not about.
 
-A self-contained question (a topic switch) is returned unchanged and drags no old context in.
+A self-contained question (a topic switch) is returned unchanged and drags no old context in;
+one that names a new object without a pronoun ("And app stores, any cap left?" after VPN services)
+is found out by what the units hold (``followup_decision.names_new_object``) and read alone too.
 The cue words are data: ``ingest/annotations/vocabulary/followup.json``.
 """
 
@@ -125,6 +127,16 @@ class FollowupResolver:
         text = self.p[f"{lang}_leadin"].sub("", text)
         return self.p[f"{lang}_tail"].sub("", text).strip("，, ")
 
+    def own_topic(self, question: str) -> str:
+        """The words a follow-up names a topic with: without lead-in, pronouns, attribute nouns and
+        question words ("And app stores, any cap left there?" -> "app stores left")."""
+        lang = detect_language(question)
+        lang = "zh" if lang == "zh" else "en"
+        text = self._strip(question, lang)
+        for key in (f"{lang}_pronoun", f"{lang}_attribute", f"{lang}_generic"):
+            text = self.p[key].sub(" " if lang == "en" else "", text)
+        return re.sub(r"\s+", " ", text).strip()
+
     def _core(self, question: str, lang: str) -> str:
         """A previous question without its final particle and punctuation (its topic)."""
         return self.p[f"{lang}_tail"].sub("", question.strip())
@@ -145,6 +157,11 @@ class FollowupResolver:
 
     def _is_short(self, question: str, lang: str) -> bool:
         return self._length(question.strip(), lang) <= SHORT[lang if lang == "zh" else "en"]
+
+    def refers_back(self, question: str) -> bool:
+        """A pronoun that stands for something already discussed ("it", "those", "这个"; not the
+        existential "is there")."""
+        return bool(self.p["zh_pronoun"].search(question) or self.p["en_referring_pronoun"].search(question))
 
     def _has_pronoun(self, question: str) -> bool:
         """A pronoun of either language: a mixed question ("它包括 biological samples 吗") may use

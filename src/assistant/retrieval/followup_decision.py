@@ -17,6 +17,16 @@ if TYPE_CHECKING:
     from assistant.retrieval.pipeline import Snapshot
 
 FULLY_NAMED = 0.99  # share of a fragment's (IDF-weighted) words a unit must hold to name it
+# A follow-up without a pronoun names a new object ("And app stores, any cap left there?") when the
+# units just cited hold little of its own topic words while another unit holds most of them, and
+# those words carry weight (IDF mass of about two distinctive words: "application" alone does not)
+CONTEXT_HOLDS = 0.3
+ELSEWHERE_HOLDS = 0.6
+TOPIC_MASS = 6.0
+# An attached follow-up is answered fully only when its own topic words are held by what it cites
+# ("What's the exchange rate right now?" after capital-account flows is not answered by task 27)
+ATTACHED_HOLDS = 0.5
+ATTACHED_MASS = 3.0
 
 _COVERAGE_RANK = {"none": 0, "partial": 1, "full": 2}
 
@@ -38,6 +48,39 @@ def _names_every_word(snapshot: Snapshot, fragment: str, support: list[Hit]) -> 
     return False
 
 
+def _held(snapshot: Snapshot, topic: str, positions: list[int]) -> tuple[float, float, float]:
+    """The best IDF-weighted share of ``topic``'s words one of ``positions`` holds in its text or its
+    knowledge, the IDF mass it holds and that of all its known words."""
+    best = (0.0, 0.0, 0.0)
+    if not positions:
+        return best
+    for name in ("bm25", "bm25" + KNOWLEDGE_SUFFIX):
+        retriever = snapshot.retrievers.get(name)
+        if not hasattr(retriever, "held"):
+            continue
+        found, weight = retriever.held(topic)
+        if weight:
+            mass = float(found[positions].max())
+            best = max(best, (mass / weight, mass, weight))
+    return best
+
+
+def names_new_object(snapshot: Snapshot, resolution: Resolution, question: str) -> bool:
+    """Whether an attached follow-up is about a new object rather than the units just cited."""
+    if resolution.kind != "attachment" or not resolution.context_units or snapshot.followup.refers_back(question):
+        return False
+    topic = snapshot.followup.own_topic(question)
+    if not topic:
+        return False
+    index = snapshot.index
+    context = [index.unit_index[u] for u in resolution.context_units if u in index.unit_index]
+    share, _, _ = _held(snapshot, topic, context)
+    if share >= CONTEXT_HOLDS:
+        return False
+    elsewhere, mass, _ = _held(snapshot, topic, [p for p in range(len(index.nodes)) if p not in set(context)])
+    return elsewhere >= ELSEWHERE_HOLDS and mass >= TOPIC_MASS
+
+
 def followup_decision(snapshot: Snapshot, resolution: Resolution, decision: Decision,
                        support: list[Hit]) -> Decision:
     """What a follow-up's resolution adds to the calibrated decision (fitted on single questions)."""
@@ -46,6 +89,11 @@ def followup_decision(snapshot: Snapshot, resolution: Resolution, decision: Deci
             and not _names_every_word(snapshot, resolution.also[0], support)):
         # "那台湾律师呢" after Hong Kong lawyers: the plan answers only if the cited unit names the new object
         return replace(decision, coverage="partial", reason="the cited units do not name its new object")
+    if resolution.kind == "attachment" and decision.coverage == "full" and resolution.also and support:
+        topic = snapshot.followup.own_topic(resolution.also[0])
+        share, _, weight = _held(snapshot, topic, [snapshot.index.unit_index[h.unit_id] for h in support])
+        if weight >= ATTACHED_MASS and share < ATTACHED_HOLDS:
+            return replace(decision, coverage="partial", reason="the cited units do not name what it asks about")
     if resolution.kind == "narrowing" and units and units <= set(resolution.context_units):
         # "which of those are about leasing?" picks among units the plan was just listed for
         return replace(decision, coverage="full", reason="narrows the previous answer's units")

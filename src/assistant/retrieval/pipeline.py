@@ -30,7 +30,7 @@ from assistant.retrieval.candidates import QueryEncoder, Retriever, encoder_of, 
 from assistant.retrieval.documents import DocumentScope, candidate_filter, evidence_scores, restrict
 from assistant.retrieval.evidence import FORM_EMBEDDER, QuerySide, evidence
 from assistant.retrieval.followup import FollowupResolver, PriorTurn, Resolution
-from assistant.retrieval.followup_decision import answers_better, followup_decision
+from assistant.retrieval.followup_decision import answers_better, followup_decision, names_new_object
 from assistant.retrieval.fusion import fuse
 from assistant.retrieval.neighbours import neighbours_after_support
 from assistant.retrieval.rerank import ClauseRelevance, QuestionTerms, RerankResult, rerank, sentences
@@ -173,11 +173,14 @@ def run(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecutor | None,
     """
     started = time.perf_counter()
     resolution = snapshot.followup.resolve(query, context) if context else Resolution("none", query)
+    new_object = names_new_object(snapshot, resolution, query)
+    if new_object:  # "and app stores, any cap left?": about another unit than those just cited, read alone
+        resolution = Resolution("none", query)
     if resolution.kind == "ordinal" and resolution.pinned_units:
         # the turn is about the unit it points at: retrieve (and remember the turn) with its text
         resolution = replace(resolution, query=_unit_topic(snapshot, resolution.pinned_units[0], query))
     result = _run_resolved(snapshot, settings, pool, query, resolution, options, started)
-    if context and resolution.kind == "none" and result.decision.coverage != "full" and result.hits:
+    if context and resolution.kind == "none" and not new_object and result.decision.coverage != "full" and result.hits:
         continuation = snapshot.followup.continuation(query, context)
         if continuation is not None:
             other = _run_resolved(snapshot, settings, pool, query, continuation, options, time.perf_counter())

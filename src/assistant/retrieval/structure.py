@@ -86,7 +86,11 @@ class StructureReader:
         lang = "zh" if lang == "zh" else "en"
         body = ("section:2.1", "section:2.2")
         asks_tasks = bool(self.p[f"tasks_{lang}"].search(text))
-        if self.p[f"differentiated_{lang}"].search(text) and (wants_list or asks_tasks):
+        common = bool(self.p[f"common_{lang}"].search(text))
+        differentiated = bool(self.p[f"differentiated_{lang}"].search(text))
+        if common and (wants_list or asks_tasks):  # "共性任务和差异化任务分别多少项": the numbers 2.1 and 2.2 state
+            return StructureFacts("count", body if differentiated else ("section:2.1",))
+        if differentiated and (wants_list or asks_tasks):
             units = tuple(f"task:{t.number}" for t in self.corpus.tasks if t.differentiated)
             return StructureFacts("differentiated", ("section:2.2", *units))
         named = self._category_named(text, lang)
@@ -94,14 +98,17 @@ class StructureReader:
             return StructureFacts("category_tasks", self._tasks_of(named), named)
         if self.p[f"categories_{lang}"].search(text):
             return StructureFacts("categories", body)
-        counting = bool(self.p[f"count_{lang}"].search(text))
+        names_category = bool(self.p[f"category_word_{lang}"].search(text))
+        # "贸易投资便利化这一大类有几项": a count by classifier counts tasks when a category is named
+        counting = bool(self.p[f"count_{lang}"].search(text)
+                        or (names_category and self.p[f"count_unit_{lang}"].search(text)))
         # "金融方面有哪些任务" names a category; "what measures are there for visas" names a topic
-        if counting or (wants_list and asks_tasks and self.p[f"category_word_{lang}"].search(text)):
+        if counting or (wants_list and asks_tasks and names_category):
             votes = Counter(self.corpus.task(n).category_no for n in ranked_tasks[:5] if self.corpus.task(n))
             category, count = votes.most_common(1)[0] if votes else (None, 0)
             if category is not None and count / sum(votes.values()) <= self._share(category):
                 count = 0  # a small annex: most of any five tasks share a category, which then says nothing
-            if self.p[f"category_word_{lang}"].search(text):
+            if names_category:
                 category, count = self._category_by_title(text) or category, CATEGORY_VOTES
             if category is not None and count >= CATEGORY_VOTES:
                 return StructureFacts("category_tasks", self._tasks_of(category), category)
