@@ -104,7 +104,7 @@ def scope_data_fingerprint(settings: Settings) -> str | None:
     an index calibrated on other data is stale."""
     digest = hashlib.sha256()
     found = False
-    for name in ("questions.jsonl", "calibration.jsonl", "dev/questions.jsonl"):
+    for name in ("questions.jsonl", "calibration.jsonl"):
         path = settings.eval_path / name
         if path.is_file():
             digest.update(name.encode() + b"\0" + path.read_bytes())
