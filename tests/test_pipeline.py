@@ -94,6 +94,59 @@ def test_attached_followup_is_full_only_when_its_citations_name_what_it_asks(eng
     assert users.followup == "attachment" and users.hits[0].unit_id == "task:27"
 
 
+def test_content_reference_picks_the_unit_it_describes(engine):
+    # the visa answer listed 75, 74, 73; "tell me more about the first one" then cited 75 alone
+    turns = [_turn("签证方面有哪些便利措施？", ["task:75", "task:74", "task:73"]),
+             _turn("第一条详细说说", ["task:75"])]
+    transit = engine.search("那个过境免签的具体怎么说", context=turns)
+    assert transit.followup == "reference" and transit.support[0].unit_id == "task:73"
+    before = engine.search("过境免签那条能跨省停留吗", context=turns)
+    assert before.followup == "reference" and before.support[0].unit_id == "task:73"
+    # English "the … one", about a unit shown two answers back (as related: still on the screen)
+    english = [TurnRecord("What does the plan offer on green finance?", "What does the plan offer on green finance?",
+                          ["task:32", "task:35"], "full", "en", related_units=["task:34", "task:33"]),
+               _turn("tell me more about the second one", ["task:35"], "en")]
+    funds = engine.search("and the ESG funds one?", context=english)
+    assert funds.followup == "reference" and funds.support[0].unit_id == "task:33"
+    # deictic words describe nothing ("the other one"), and "这个方案" is the plan itself
+    other = engine.search("and the other one?", context=english)
+    assert other.followup != "reference"
+    plan = engine.search("这个方案是什么时候印发的？", context=turns)
+    assert plan.followup == "none" and plan.resolved_query is None
+
+
+def test_a_topic_switch_opener_reads_the_question_alone_without_it(engine):
+    turns = [_turn("罕见病药品进口有什么便利？", ["task:21"])]
+    alone = engine.search("外资能办养老院吗？")
+    switched = engine.search("换个事，外资能办养老院吗？", context=turns)
+    assert switched.followup == "none" and switched.resolved_query == "外资能办养老院吗？"
+    assert [h.unit_id for h in switched.hits[:5]] == [h.unit_id for h in alone.hits[:5]]
+    assert switched.coverage == alone.coverage
+    english = engine.search("Separately, can foreign firms run care homes?", context=[_turn("VPN?", ["task:1"], "en")])
+    assert english.resolved_query == "Can foreign firms run care homes?" and english.support[0].unit_id == "task:17"
+
+
+def test_a_continuation_does_not_replace_a_partial_answer_missing_the_same_detail(engine):
+    from assistant.retrieval.followup_decision import answers_better
+    from assistant.retrieval.scope.decision import Decision
+
+    alone = Decision("partial", 0.4, ("status",), "the cited units do not state the detail asked for")
+    attached = Decision("partial", 0.6, ("status",), "the cited units do not state the detail asked for")
+    assert not answers_better(attached, alone)
+    assert answers_better(Decision("partial", 0.6, (), "r"), Decision("partial", 0.4, (), "r"))
+    assert answers_better(Decision("full", 0.9, (), "r"), alone)
+
+
+def test_a_substituted_new_object_held_elsewhere_is_read_alone(engine):
+    # "锂电池" and "运输" are held by task 47, not by the care-home task: the old frame does not fit
+    turns = [_turn("外资能办养老机构吗？", ["task:17"])]
+    batteries = engine.search("那锂电池运输呢？", context=turns)
+    assert batteries.followup == "none" and batteries.support[0].unit_id == "task:47"
+    # a bare object the old citations hold keeps the frame
+    hospitals = engine.search("那医院呢？", context=turns)
+    assert hospitals.followup == "substitution"
+
+
 def test_followup_ellipsis_substitutes_the_new_object(engine):
     result = engine.search("那医院呢？", context=[_turn("外资能办养老机构吗？", ["task:17"])])
     assert result.followup == "substitution" and "医院" in result.resolved_query
@@ -182,3 +235,15 @@ def test_a_substituted_object_the_cited_units_never_name_is_not_answered_fully(e
     nurses = engine.search("那外国护士呢？", context=[_turn("外籍医生能在厦门开诊所吗？", ["task:13"])])
     assert nurses.followup == "substitution" and nurses.coverage == "full"  # task 14 names nurses
     assert nurses.support[0].unit_id == "task:14"
+
+
+def test_a_place_named_only_as_background_is_not_asked_about(engine):
+    analyzer = engine.snapshot.analyzer
+    # where the asker comes from, in a question about Xiamen: not another city's policy
+    assert analyzer.asked_places("我是台湾来的医生，在高雄干了十几年了，想在厦门自己开个诊所，行不行？", "zh") == set()
+    assert analyzer.asked_places("Our parent company is in Shenzhen; can we open a branch in Xiamen?", "en") == set()
+    # asked about, or a question that does not name Xiamen: another place
+    assert analyzer.asked_places("上海的外资医院政策是什么？", "zh") == {"上海"}
+    assert analyzer.asked_places("厦门有这个政策，深圳有吗？", "zh") == {"深圳"}
+    assert analyzer.asked_places("我们在深圳，能不能办外资医院？", "zh") == {"深圳"}
+

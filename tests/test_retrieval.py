@@ -57,12 +57,20 @@ def test_body_question_returns_a_section(engine):
 
 
 @pytest.mark.parametrize("query", ["第17项", "第十七项", "任务17", "第17条", "task 17", "item #17", "No. 17",
-                                  "Task 17: what does it say?", "第十七项是什么", "附件第17项讲的啥"])
+                                  "Task 17: what does it say?", "第十七项是什么", "附件第17项讲的啥",
+                                  "No.17是啥", "17号任务", "17号那项讲的啥", "task 17是什么"])
 def test_lookup_forms_put_the_task_first(engine, query):
     result = engine.search(query, top_k=5)
     assert result.hits[0].task == 17
     assert result.hits[0].lookup
     assert result.in_scope
+
+
+@pytest.mark.parametrize("query", ["厦府〔2026〕88号文件", "88号是什么", "106项共性任务有哪些", "第145次会议"])
+def test_numbers_that_are_not_task_references(query):
+    from assistant.retrieval.lookup import find_task_references
+
+    assert not find_task_references(query, 111)
 
 
 def test_lookup_of_unknown_task_says_so(engine):

@@ -68,8 +68,12 @@ class QueryAnalyzer:
 
     def __init__(self, max_chars: int, max_task: int, cues: QuestionCues, answer_types: AnswerTypeCheck,
                  places: PlaceCheck, focus: bool = True, topic_words: Callable[[str], int] | None = None,
-                 refers_back: re.Pattern[str] | None = None, pinyin: PinyinReader | None = None) -> None:
+                 refers_back: re.Pattern[str] | None = None, pinyin: PinyinReader | None = None,
+                 home: frozenset[str] = frozenset()) -> None:
         self.pinyin = pinyin
+        # the plan's own city ("厦门", "xiamen"): a question that names it is about it
+        self._home = re.compile("|".join(re.escape(h) for h in sorted(home, key=len, reverse=True)),
+                                re.IGNORECASE) if home else None
         self.use_focus = focus
         self.topic_words = topic_words  # how many topic (content) words a clause holds
         self.refers_back = refers_back  # a clause that points back ("its", "该试点") leans on the context
@@ -106,8 +110,22 @@ class QueryAnalyzer:
         """``analysis`` with the asked detail types, the unknown places and whether it wants a list."""
         text = analysis.text
         return replace(analysis, asked=frozenset(self.answer_types.expected(text)),
-                       places=frozenset(self.places.unknown(text)),
+                       places=frozenset(self.asked_places(text, analysis.lang)),
                        wants_list=bool(self._list["zh" if analysis.lang == "zh" else "en"].search(text)))
+
+    def asked_places(self, text: str, lang: str) -> set[str]:
+        """Other places the question asks about. One named only in a clause that gives context, in a
+        question about the plan's own city ("在高雄干了十几年，想在厦门开诊所，行不行？", "our parent is
+        in Shenzhen; can we open a branch in Xiamen?"), is where the asker comes from, not what it asks."""
+        places = self.places.unknown(text)
+        if not places or self._home is None or not self._home.search(text):
+            return places
+        clauses = [c.strip() for c in _CLAUSE_END.split(text) if c and c.strip(" ，,；;。.!?！？—:：-")]
+        if len(clauses) < 2:
+            return places
+        # the clauses that end in a question mark ask (else the last one): "十几年" or "is" do not
+        asking = [c for c in clauses if c.endswith(("?", "？"))] or clauses[-1:]
+        return {p for p in places if any(p in c.lower() for c in asking)}
 
     def read_pinyin(self, text: str) -> str | None:
         """``text`` with its pinyin runs read as Chinese words, or None (no reader, no pinyin)."""

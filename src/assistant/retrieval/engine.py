@@ -97,7 +97,8 @@ class SearchEngine:
         analyzer = QueryAnalyzer(self.settings.max_query_chars, self.max_task, vocabulary.question_cues,
                                  answer_types, PlaceCheck(vocabulary.gazetteer, plan_texts), self.settings.query_focus,
                                  topic_words=lambda text: len(index.analyzer.words(text)), refers_back=refers_back,
-                                 pinyin=pinyin_reader(index) if self.settings.pinyin else None)
+                                 pinyin=pinyin_reader(index) if self.settings.pinyin else None,
+                                 home=index.analyzer.domain_stopwords)
         unit_texts = [f"{node.text}\n{node.metadata.get('text_en') or ''}" for node in index.nodes]
         thesaurus = index.knowledge.thesaurus if index.knowledge is not None else ()
         relevance = ClauseRelevance(index.analyzer, unit_texts, thesaurus)

@@ -7,6 +7,10 @@ coverage and language), never on rendered answers. Mechanisms, from exact to sof
   the previous answer listed (its citations, then the units it showed as related), exactly, like a
   lookup; the turn is then about that unit (the pipeline retrieves with its text), so a later
   "它有期限吗" refers to it; a position the answer never showed refers to its topic;
+- **content references** ("金砖那个具体做啥", "the tax refund one — does it cover every shop?",
+  "the one about leasing") name an earlier unit by what it is about: the pipeline picks, among the
+  units the last three answers showed, the one that holds the descriptor's words
+  (``followup_reference``), and the turn is about it (its topic, the follow-up's own ask);
 - **substitution**: a bare noun phrase ("那医院呢？", "what about hospitals?") replaces the object of
   the previous resolved query ("外资能办养老院吗？" -> "外资能办医院吗？");
 - **attachment**: a pronoun or an attribute question ("这个谁负责？", "can their families come too?")
@@ -16,7 +20,8 @@ coverage and language), never on rendered answers. Mechanisms, from exact to sof
   list, so the answer stays with what was being discussed without string rewriting alone. A
   substituted turn gets none: its new object is exactly what the old citations are not about.
 
-A self-contained question (a topic switch) is returned unchanged and drags no old context in;
+A self-contained question (a topic switch) is returned unchanged and drags no old context in (one
+opened with "换个事，" or "Separately," is read without its opener);
 one that names a new object without a pronoun ("And app stores, any cap left?" after VPN services)
 is found out by what the units hold (``followup_decision.names_new_object``) and read alone too.
 The cue words are data: ``ingest/annotations/vocabulary/followup.json``.
@@ -39,7 +44,7 @@ from assistant.text import chinese_to_int, detect_language, jieba_module
 SHORT = {"zh": 12, "en": 8}
 WITH_PRONOUN = {"zh": 24, "en": 16}
 
-FollowupKind = Literal["none", "ordinal", "substitution", "attachment", "narrowing"]
+FollowupKind = Literal["none", "ordinal", "reference", "substitution", "attachment", "narrowing"]
 
 
 class PriorTurn(Protocol):
@@ -64,6 +69,8 @@ class Resolution:
     context_query: str | None = None
     also: tuple[str, ...] = ()  # more texts to retrieve with (the follow-up's own words), averaged in
     context_weight: float | None = None  # None: the configured weight; narrowing: the old citations dominate
+    last_cited: tuple[str, ...] = ()  # what the previous answer cited (a substitution fuses none of it)
+    switched: bool = False  # the asker said it changes the subject ("换个事，…", "Separately, …")
 
     @property
     def rewritten(self) -> bool:
@@ -161,11 +168,18 @@ class FollowupResolver:
     def refers_back(self, question: str) -> bool:
         """A pronoun that stands for something already discussed ("it", "those", "这个"; not the
         existential "is there")."""
+        question = self._without_document(question)
         return bool(self.p["zh_pronoun"].search(question) or self.p["en_referring_pronoun"].search(question))
+
+    def _without_document(self, question: str) -> str:
+        """The question without demonstratives that name the document itself ("这个方案", "this plan"):
+        every question is about the plan, so those refer to nothing said before."""
+        return self.p["en_document_self"].sub(" ", self.p["zh_document_self"].sub("", question))
 
     def _has_pronoun(self, question: str) -> bool:
         """A pronoun of either language: a mixed question ("它包括 biological samples 吗") may use
         the Chinese one in a mostly English sentence, or the reverse."""
+        question = self._without_document(question)
         return bool(self.p["zh_pronoun"].search(question) or self.p["en_pronoun"].search(question))
 
     def _is_elliptical(self, question: str, lang: str) -> bool:
@@ -270,11 +284,44 @@ class FollowupResolver:
             return f"{prefix}task:{number - 1}"
         return None
 
+    # --- content references -------------------------------------------------------------
+    def content_reference(self, question: str) -> tuple[str, str] | None:
+        """``(descriptor, rest)`` of a reference by content ("金砖那个具体做啥" -> ("金砖", "具体做啥"),
+        "the one about leasing" -> ("leasing", "")), else None. Both languages' forms are read."""
+        question = self._without_document(question)  # "这个方案是啥时候发的" refers to the plan
+        for key in ("zh_content_reference", "en_content_reference"):
+            match = self.p[key].search(question)
+            if match is None:
+                continue
+            descriptor = next(g for g in match.groups() if g)
+            lang = "zh" if key.startswith("zh") else "en"
+            # "刚才说的那个", "the other one": deictic words point, they do not describe
+            descriptor = self.p[f"{lang}_deictic"].sub(" " if lang == "en" else "", self._strip(descriptor, lang))
+            descriptor = re.sub(r"\s+", " ", descriptor).strip()
+            if descriptor and not self.p[f"{lang}_pronoun"].fullmatch(descriptor):
+                rest = f"{question[: match.start()]} {question[match.end():]}"
+                return descriptor, re.sub(r"\s+", " ", rest).strip(" ,，—-")
+        return None
+
+    def refer(self, question: str, turns: Sequence[PriorTurn], unit_id: str, topic: str, rest: str) -> Resolution:
+        """The turn about ``unit_id`` (picked by a content reference): its topic with the turn's own ask;
+        the unit leads the context, as the old citations do for a narrowing."""
+        lang = detect_language(question)
+        lang = "zh" if lang == "zh" else "en"
+        ask = self._strip(rest, lang).strip(" ,，—–-:;") if rest else ""
+        last = turns[-1]
+        return Resolution("reference", self._attach(topic, ask, lang), context_units=(unit_id,),
+                          context_query=last.resolved_query or last.question, also=(question,), context_weight=1.0)
+
     # --- the stage ----------------------------------------------------------------------
     def resolve(self, question: str, turns: Sequence[PriorTurn]) -> Resolution:
         """The query for ``question`` given the conversation's earlier turns (oldest first)."""
         if not turns:
             return Resolution("none", question)
+        opener = self.p["zh_switch"].match(question) or self.p["en_switch"].match(question)
+        if opener and question[opener.end():].strip():  # read alone, without the opener
+            rest = question[opener.end():].strip()
+            return Resolution("none", rest[:1].upper() + rest[1:] if rest.isascii() else rest, switched=True)
         last = turns[-1]
         lang = detect_language(question)
         cited = tuple(last.cited_units)
@@ -301,7 +348,7 @@ class FollowupResolver:
         # retrieval reads the rewrite and the follow-up's own words ("and the equity cap for VPN?" names
         # its new topic itself; the rewrite alone would drown it in the old one)
         return Resolution(kind, query, context_units=cited if kind == "attachment" else (), context_query=previous,
-                          also=(question,))
+                          also=(question,), last_cited=cited)
 
     def continuation(self, question: str, turns: Sequence[PriorTurn]) -> Resolution | None:
         """The reading of a short question without cues ("退多少", "any minimum fund size?") as a

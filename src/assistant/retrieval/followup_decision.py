@@ -32,8 +32,12 @@ _COVERAGE_RANK = {"none": 0, "partial": 1, "full": 2}
 
 
 def answers_better(candidate: Decision, current: Decision) -> bool:
-    """A fuller coverage wins; between two partial answers, the more confident one."""
+    """A fuller coverage wins; between two partial answers, the more confident one, unless the detail
+    the current one misses is missed by the candidate too (reading "Has China joined CPTPP yet?" as a
+    continuation cannot supply the status the plan does not state)."""
     a, b = _COVERAGE_RANK[candidate.coverage], _COVERAGE_RANK[current.coverage]
+    if a == b == 1 and current.missing and set(current.missing) <= set(candidate.missing):
+        return False
     return a > b or (a == b == 1 and candidate.confidence > current.confidence)
 
 
@@ -66,18 +70,21 @@ def _held(snapshot: Snapshot, topic: str, positions: list[int]) -> tuple[float, 
 
 
 def names_new_object(snapshot: Snapshot, resolution: Resolution, question: str) -> bool:
-    """Whether an attached follow-up is about a new object rather than the units just cited."""
-    if resolution.kind != "attachment" or not resolution.context_units or snapshot.followup.refers_back(question):
+    """Whether an attached or substituted follow-up is about a new object rather than the units just
+    cited ("那锂电池运输呢？" after a question about connected cars: the old frame does not fit it)."""
+    just_cited = resolution.context_units or resolution.last_cited
+    if (resolution.kind not in ("attachment", "substitution") or not just_cited
+            or snapshot.followup.refers_back(question)):
         return False
     topic = snapshot.followup.own_topic(question)
     if not topic:
         return False
     index = snapshot.index
-    context = [index.unit_index[u] for u in resolution.context_units if u in index.unit_index]
-    share, _, _ = _held(snapshot, topic, context)
+    context = {index.unit_index[u] for u in just_cited if u in index.unit_index}
+    share, _, _ = _held(snapshot, topic, sorted(context))
     if share >= CONTEXT_HOLDS:
         return False
-    elsewhere, mass, _ = _held(snapshot, topic, [p for p in range(len(index.nodes)) if p not in set(context)])
+    elsewhere, mass, _ = _held(snapshot, topic, [p for p in range(len(index.nodes)) if p not in context])
     return elsewhere >= ELSEWHERE_HOLDS and mass >= TOPIC_MASS
 
 
@@ -89,7 +96,7 @@ def followup_decision(snapshot: Snapshot, resolution: Resolution, decision: Deci
             and not _names_every_word(snapshot, resolution.also[0], support)):
         # "那台湾律师呢" after Hong Kong lawyers: the plan answers only if the cited unit names the new object
         return replace(decision, coverage="partial", reason="the cited units do not name its new object")
-    if resolution.kind == "attachment" and decision.coverage == "full" and resolution.also and support:
+    if resolution.kind in ("attachment", "reference") and decision.coverage == "full" and resolution.also and support:
         topic = snapshot.followup.own_topic(resolution.also[0])
         share, _, weight = _held(snapshot, topic, [snapshot.index.unit_index[h.unit_id] for h in support])
         if weight >= ATTACHED_MASS and share < ATTACHED_HOLDS:
@@ -97,7 +104,8 @@ def followup_decision(snapshot: Snapshot, resolution: Resolution, decision: Deci
     if resolution.kind == "narrowing" and units and units <= set(resolution.context_units):
         # "which of those are about leasing?" picks among units the plan was just listed for
         return replace(decision, coverage="full", reason="narrows the previous answer's units")
-    if resolution.kind == "attachment" and decision.coverage == "none" and units & set(resolution.context_units):
+    if (resolution.kind in ("attachment", "reference") and decision.coverage == "none"
+            and units & set(resolution.context_units)):
         # "它大概什么时候能落地" asks more about units just cited: the plan addresses the topic
         return replace(decision, coverage="partial", reason="asks more about the units just cited")
     return decision

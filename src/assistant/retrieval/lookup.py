@@ -18,11 +18,15 @@ _ZH_PATTERNS = [
     re.compile(rf"第\s*(?P<nums>{_LIST})\s*(?:项|条|个任务|号任务|号|款)"),
     # 任务17 / 试点任务第17 / 序号17 / 编号17
     re.compile(rf"(?:任务|序号|编号)\s*(?:第|编号|序号|号|#|＃)?\s*(?P<nums>{_LIST})(?!\s*[项年月日%％次个])"),
+    # 73号任务 / 17号那项 (a number, 号, then the word for a task: "88号文" is a document number)
+    re.compile(rf"(?<![\d第〕\]])(?P<nums>{_LIST})\s*号\s*(?:任务|试点任务|那项|那条|项|条)"),
 ]
+# a number ends where no digit or Latin letter follows ("No.99是啥": CJK letters are word characters)
+_END = r"(?![0-9A-Za-z])"
 _EN_PATTERNS = [
-    re.compile(rf"\b(?:tasks?|items?|measures?|entry|entries)\s*(?:no\.?|number|#)?\s*(?P<nums>{_LIST})\b",
+    re.compile(rf"\b(?:tasks?|items?|measures?|entry|entries)\s*(?:no\.?|number|#)?\s*(?P<nums>{_LIST}){_END}",
                re.IGNORECASE),
-    re.compile(rf"(?:\bno\.|\bnumber|#|＃)\s*(?P<nums>{_LIST})\b", re.IGNORECASE),
+    re.compile(rf"(?:\bno\.|\bnumber|#|＃)\s*(?P<nums>{_LIST}){_END}", re.IGNORECASE),
 ]
 _NUMBER_IN_LIST = re.compile(_NUM)
 _RANGE = re.compile(rf"{_NUM}\s*(?:到|至|-|~|\bto\b)\s*(?:第\s*)?{_NUM}")

@@ -31,6 +31,7 @@ from assistant.retrieval.documents import DocumentScope, candidate_filter, evide
 from assistant.retrieval.evidence import FORM_EMBEDDER, QuerySide, evidence
 from assistant.retrieval.followup import FollowupResolver, PriorTurn, Resolution
 from assistant.retrieval.followup_decision import answers_better, followup_decision, names_new_object
+from assistant.retrieval.followup_reference import content_reference
 from assistant.retrieval.fusion import fuse
 from assistant.retrieval.neighbours import neighbours_after_support
 from assistant.retrieval.rerank import ClauseRelevance, QuestionTerms, RerankResult, rerank, sentences
@@ -173,6 +174,9 @@ def run(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecutor | None,
     """
     started = time.perf_counter()
     resolution = snapshot.followup.resolve(query, context) if context else Resolution("none", query)
+    if context and resolution.kind != "ordinal" and not resolution.switched:  # "金砖那个": a unit shown lately
+        resolution = content_reference(snapshot, query, context, lambda unit, q: _unit_topic(snapshot, unit, q)) \
+            or resolution
     new_object = names_new_object(snapshot, resolution, query)
     if new_object:  # "and app stores, any cap left?": about another unit than those just cited, read alone
         resolution = Resolution("none", query)
@@ -180,7 +184,8 @@ def run(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecutor | None,
         # the turn is about the unit it points at: retrieve (and remember the turn) with its text
         resolution = replace(resolution, query=_unit_topic(snapshot, resolution.pinned_units[0], query))
     result = _run_resolved(snapshot, settings, pool, query, resolution, options, started)
-    if context and resolution.kind == "none" and not new_object and result.decision.coverage != "full" and result.hits:
+    if (context and resolution.kind == "none" and not resolution.switched and not new_object
+            and result.decision.coverage != "full" and result.hits):
         continuation = snapshot.followup.continuation(query, context)
         if continuation is not None:
             other = _run_resolved(snapshot, settings, pool, query, continuation, options, time.perf_counter())

@@ -1,0 +1,88 @@
+"""Which recently shown unit a content reference names ("金砖那个具体做啥", "the tax refund one").
+
+The follow-up stage reads the form (a descriptor before "那个/那项", "the … one", "the one about …");
+what the descriptor names is read from the units: among the units the last few answers showed, the
+one that holds most of the descriptor's words (IDF-weighted, in its text or its task knowledge),
+ties broken by BM25 over the descriptor. No unit holding enough of them leaves the turn to the
+other readings (a descriptor can be a predicate: "你刚才说的那个").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from assistant.index.manifest import KNOWLEDGE_SUFFIX
+from assistant.retrieval.followup import PriorTurn, Resolution
+
+if TYPE_CHECKING:
+    from assistant.retrieval.pipeline import Snapshot
+
+RECENT_TURNS = 3  # a content reference may point at what any of the last three answers showed
+REFERENCE_HOLDS = 0.75  # share of the descriptor's IDF mass the named unit must hold
+REFERENCE_MASS = 2.0  # the descriptor must carry at least one distinctive word
+ANYWHERE_MASS = 4.0  # among all units (none shown holds it): a rarer word or two
+_LEXICAL = ("bm25", "bm25" + KNOWLEDGE_SUFFIX)
+
+
+def recent_units(turns: Sequence[PriorTurn]) -> tuple[str, ...]:
+    """Every unit the last few answers showed, the latest answer first, each once."""
+    units: dict[str, None] = {}
+    for turn in reversed(turns[-RECENT_TURNS:]):
+        units.update(dict.fromkeys(getattr(turn, "shown_units", None) or turn.cited_units))
+    return tuple(units)
+
+
+def unit_shares(snapshot: Snapshot, words: str) -> tuple[np.ndarray, float]:
+    """Per unit position, the best share of ``words``' IDF mass it holds (text or knowledge), and the
+    largest known mass of ``words`` (0 when no index knows them).
+
+    Each view's mass is divided by the largest: a word only the knowledge index knows ("smart" of
+    "smart port") still counts as missing from a unit whose text holds only "port"."""
+    held = [r.held(words) for name in _LEXICAL if hasattr(r := snapshot.retrievers.get(name), "held")]
+    largest = max((weight for _, weight in held), default=0.0)
+    shares = np.zeros(len(snapshot.index.nodes), dtype=np.float64)
+    for found, _ in held:
+        if largest:
+            shares = np.maximum(shares, found / largest)
+    return shares, largest
+
+
+def referred_unit(snapshot: Snapshot, descriptor: str, candidates: Sequence[str],
+                  min_mass: float = REFERENCE_MASS) -> str | None:
+    """The candidate unit ``descriptor`` names, or None when none holds enough of its words."""
+    index = snapshot.index
+    positions = [(unit, index.unit_index[unit]) for unit in candidates if unit in index.unit_index]
+    if not positions:
+        return None
+    shares, mass = unit_shares(snapshot, descriptor)
+    if mass < min_mass:
+        return None
+    held = [(unit, p) for unit, p in positions if shares[p] >= REFERENCE_HOLDS]
+    if not held:
+        return None
+    lexical = np.zeros(len(index.nodes), dtype=np.float64)
+    for name in _LEXICAL:
+        retriever = snapshot.retrievers.get(name)
+        if retriever is not None and hasattr(retriever, "held"):
+            lexical += retriever.unit_scores([descriptor])
+    return max(held, key=lambda up: (round(float(shares[up[1]]), 6), float(lexical[up[1]])))[0]
+
+
+def content_reference(snapshot: Snapshot, question: str, turns: Sequence[PriorTurn],
+                      topic_of: Callable[[str, str], str]) -> Resolution | None:
+    """The turn read as a reference by content to a unit shown lately, or None (not one, or no unit
+    named). ``topic_of(unit_id, question)`` is the text a turn about that unit retrieves with."""
+    found = snapshot.followup.content_reference(question)
+    if found is None:
+        return None
+    descriptor, rest = found
+    unit = referred_unit(snapshot, descriptor, recent_units(turns))
+    if unit is None:  # "back to the smart port one" when no answer showed it: the unit that it names
+        unit = referred_unit(snapshot, descriptor, [node.node_id for node in snapshot.index.nodes],
+                             min_mass=ANYWHERE_MASS)
+    if unit is None:
+        return None
+    return snapshot.followup.refer(question, turns, unit, topic_of(unit, question), rest)
