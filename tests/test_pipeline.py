@@ -92,6 +92,9 @@ def test_attached_followup_is_full_only_when_its_citations_name_what_it_asks(eng
     # a follow-up about the cited task itself keeps the full answer
     users = engine.search("Who can use it?", context=turns)
     assert users.followup == "attachment" and users.hits[0].unit_id == "task:27"
+    # "it" points at the cited task: its other words ("supposed", "serve") are what it asks of it
+    serve = engine.search("Who is it supposed to serve?", context=turns)
+    assert serve.followup == "attachment" and serve.coverage == "full" and serve.support[0].unit_id == "task:27"
 
 
 def test_content_reference_picks_the_unit_it_describes(engine):
