@@ -44,6 +44,9 @@ from assistant.text import chinese_to_int, detect_language, jieba_module
 SHORT = {"zh": 12, "en": 8}
 WITH_PRONOUN = {"zh": 24, "en": 16}
 
+# Where an attached query joins the topic and the follow-up's ask ("{topic}——{ask}？", "{ask} — {topic}?")
+ASK_MARK = {"zh": "——", "en": " — "}
+
 FollowupKind = Literal["none", "ordinal", "reference", "substitution", "attachment", "narrowing"]
 
 
@@ -246,15 +249,18 @@ class FollowupResolver:
         return previous[: span[0]] + phrase + previous[span[1]:]
 
     def _attach(self, previous: str, fragment: str, lang: str) -> str:
-        """The previous topic with the follow-up's own ask (pronouns dropped)."""
+        """The previous topic with the follow-up's own ask (pronouns dropped). A previous query that
+        was itself attached keeps only its topic: the new ask replaces the old one, so a third
+        "it" does not carry every earlier ask along."""
         topic = self._core(previous, lang)
+        topic = topic.split(ASK_MARK["zh"])[0] if lang == "zh" else topic.split(ASK_MARK["en"])[-1]
         ask = self.p[f"{lang}_pronoun"].sub("", fragment)
         if lang == "zh":
             ask = ask.strip("，, ")
-            return f"{topic}，{ask}？" if ask else f"{topic}？"
+            return f"{topic}{ASK_MARK['zh']}{ask}？" if ask else f"{topic}？"
         ask = re.sub(r"\s+", " ", ask).strip(" ,")
         ask = re.sub(r"\b(?:in|for|about|of|on)\s*$", "", ask).strip()
-        return f"{ask[:1].upper()}{ask[1:]} — {topic}?" if ask else f"{topic}?"
+        return f"{ask[:1].upper()}{ask[1:]}{ASK_MARK['en']}{topic}?" if ask else f"{topic}?"
 
     def _rewrite(self, question: str, lang: str, previous: str) -> tuple[FollowupKind, str]:
         """A new object for the old question ("那医院呢"), or the old topic for a new ask ("这个谁负责")."""

@@ -51,7 +51,7 @@ def unit_shares(snapshot: Snapshot, words: str) -> tuple[np.ndarray, float]:
 
 
 def referred_unit(snapshot: Snapshot, descriptor: str, candidates: Sequence[str],
-                  min_mass: float = REFERENCE_MASS) -> str | None:
+                  min_mass: float = REFERENCE_MASS, holds: float = REFERENCE_HOLDS) -> str | None:
     """The candidate unit ``descriptor`` names, or None when none holds enough of its words."""
     index = snapshot.index
     positions = [(unit, index.unit_index[unit]) for unit in candidates if unit in index.unit_index]
@@ -60,7 +60,7 @@ def referred_unit(snapshot: Snapshot, descriptor: str, candidates: Sequence[str]
     shares, mass = unit_shares(snapshot, descriptor)
     if mass < min_mass:
         return None
-    held = [(unit, p) for unit, p in positions if shares[p] >= REFERENCE_HOLDS]
+    held = [(unit, p) for unit, p in positions if shares[p] >= holds]
     if not held:
         return None
     lexical = np.zeros(len(index.nodes), dtype=np.float64)
@@ -86,3 +86,35 @@ def content_reference(snapshot: Snapshot, question: str, turns: Sequence[PriorTu
     if unit is None:
         return None
     return snapshot.followup.refer(question, turns, unit, topic_of(unit, question), rest)
+
+
+# A pronoun turn's own words also hold predicate words ("说", "usable"): another shown unit is what "it"
+# stands for when it holds at least half of them and clearly more than the units just cited
+# and its words are distinctive: heavy (IDF mass of three or four rare words) and held by few units
+PRONOUN_HOLDS = 0.5
+PRONOUN_MARGIN = 0.3
+PRONOUN_MASS = 8.0
+PRONOUN_HOLDERS = 0.03
+
+
+def pronoun_reference(snapshot: Snapshot, question: str, turns: Sequence[PriorTurn], resolution: Resolution,
+                      topic_of: Callable[[str, str], str]) -> Resolution | None:
+    """A pronoun turn whose own words name another unit shown lately than the ones just cited
+    ("它说的一箱到底是咋回事" after an answer about task 95, when task 45 was shown a turn earlier):
+    the pronoun stands for that unit. None when the units just cited hold the turn's words."""
+    if resolution.kind != "attachment" or not snapshot.followup.refers_back(question):
+        return None
+    words = snapshot.followup.own_topic(question)
+    if not words:
+        return None
+    index = snapshot.index
+    shares, mass = unit_shares(snapshot, words)
+    if mass < PRONOUN_MASS or float((shares >= PRONOUN_HOLDS).mean()) > PRONOUN_HOLDERS:
+        return None
+    cited = [index.unit_index[u] for u in turns[-1].cited_units if u in index.unit_index]
+    held_by_cited = float(shares[cited].max()) if cited else 0.0
+    others = [u for u in recent_units(turns) if u not in turns[-1].cited_units]
+    unit = referred_unit(snapshot, words, others, holds=max(PRONOUN_HOLDS, held_by_cited + PRONOUN_MARGIN))
+    if unit is None:
+        return None
+    return snapshot.followup.refer(question, turns, unit, topic_of(unit, question), question)
