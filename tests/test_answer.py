@@ -151,6 +151,12 @@ def test_metadata_questions(assistant):
     meeting = assistant.ask("Which meeting approved the plan?")
     assert "第145次市政府常务会议" in meeting.answer and "145th" in meeting.answer
     assert meeting.citations and meeting.citations[0].section_id == "notice"
+    # the document number is not printed in any unit's text: the parsed metadata states it, fully
+    number = assistant.ask("这个文件的文号是多少？")
+    assert number.coverage == "full" and "厦府〔2026〕88号" in number.answer
+    issued = assistant.ask("When was the plan issued?")
+    assert issued.coverage == "full" and "24 March 2026" in issued.answer
+    assert [c.section_id for c in issued.citations] == ["distribution"] and "[Distribution]" in issued.answer
 
 
 def test_body_question_cites_a_passage(engine):

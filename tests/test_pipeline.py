@@ -58,6 +58,19 @@ def test_structure_questions_are_answered_from_the_corpus(engine):
     assert engine.search("What measures does the plan have for visas?").structure is None
 
 
+def test_metadata_asked_in_so_many_words_is_stated_by_the_parsed_metadata(engine):
+    number = engine.search("这个方案的文号是多少")
+    assert number.structure is not None and number.structure.kind == "metadata"
+    assert number.structure.intents == ("number",) and number.coverage == "full"
+    assert [h.unit_id for h in number.support] == ["section:notice"]
+    both = engine.search("这文件是啥时候印发的，哪个部门印发？")
+    assert both.structure is not None and set(both.structure.intents) == {"issuer", "date"}
+    # a bare "when" of a task's procedure, or "which department" of something just discussed, is not metadata
+    window = engine.search("When does the application window for professional title evaluation open under the plan?")
+    assert window.structure is None and window.coverage != "full"
+    assert engine.search("Which department handles cross-border data under the plan?").structure is None
+
+
 def test_category_counts_by_classifier_and_common_task_counts(engine):
     # "几条" / "哪几项" count tasks when the question names a category (no word 任务 needed)
     health = engine.search("医疗健康那一类一共几条？")

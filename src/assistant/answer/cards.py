@@ -13,10 +13,8 @@ from assistant.answer.types import Citation
 from assistant.ingest.library import Library, LibraryDocument, UnknownDocument, as_library
 from assistant.ingest.models import Corpus, Section, Task
 from assistant.retrieval.rerank import sentences
+from assistant.retrieval.structure import META_SECTIONS  # noqa: F401  (re-exported for compose)
 from assistant.retrieval.types import Hit
-
-META_SECTIONS = ("notice", "preamble", "distribution")
-
 
 # --- citation labels ----------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from assistant.answer.cards import cite_units, section_tag, tag_name, task_tag
 from assistant.answer.types import Citation
 from assistant.ingest.library import Library, as_library
 from assistant.ingest.models import Corpus, Section
+from assistant.retrieval.structure import METADATA_SECTIONS
 from assistant.retrieval.types import SearchResult
 
 # Metadata intents: what a question about the document itself asks for.
@@ -107,6 +108,11 @@ def structure_answer(result: SearchResult, corpus: Corpus | Library, lang: str) 
     common = len(tasks) - len(differentiated)
     cited = [h for h in result.support]
     citations, cards = cite_units(cited, library, lang)
+    if facts.kind == "metadata":  # the parsed metadata, each fact tagged with the section that prints it
+        sections = {s.id: s for s in corpus.sections}
+        parts = [meta_answer(corpus, [intent], lang, sections[printed], name) for intent in facts.intents
+                 if (printed := METADATA_SECTIONS[intent]) in sections]
+        return "\n\n".join(p for p in parts if p), citations
     if facts.kind in ("count", "categories"):
         names = "；".join(c.label for c in corpus.categories) if lang == "zh" else "; ".join(
             f"{c.number}. {c.title_en or c.title}" for c in corpus.categories)

@@ -248,15 +248,19 @@ def _run_resolved(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecut
     structure = None
     if not pinned:
         reader = scope.structure if scope is not None else snapshot.structure
-        ranked = (snapshot.index.nodes[p].metadata.get("task") for p, _ in reranked.order[:20]
-                  if scope is None or scope.members[p])  # the votes of that document's own tasks
-        structure = reader.read(analysis.text, analysis.lang, analysis.wants_list, [n for n in ranked if n][:5])
+        own = [snapshot.index.nodes[p].metadata for p, _ in reranked.order[:20]
+               if scope is None or scope.members[p]]  # the votes of that document's own tasks
+        structure = reader.read(analysis.text, analysis.lang, analysis.wants_list,
+                                [m["task"] for m in own if m.get("task")][:5],
+                                [m.get("section_id") or "" for m in own[:3]])
         pinned = list(structure.units) if structure is not None else []
     # the answerability evidence reads the reranked head; only the listed ranking shows the neighbours
     listed = replace(reranked, order=neighbours_after_support(reranked.order, reranked.support, snapshot.index.nodes))
     hits = _hits(snapshot, pinned, fused, ranks, listed, max(options.top_k, len(pinned)))
     if structure is not None:
-        decision = Decision("full", 1.0, reason=f"stated by the annex's structure ({structure.kind})")
+        source = ("the document's metadata" if structure.kind == "metadata"
+                  else f"the annex's structure ({structure.kind})")
+        decision = Decision("full", 1.0, reason=f"stated by {source}")
     elif pinned:
         decision = lookup_decision(True)
     elif analysis.lookup:

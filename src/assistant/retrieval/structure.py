@@ -19,7 +19,12 @@ from typing import Literal
 from assistant.ingest.models import Corpus
 from assistant.text import chinese_to_int
 
-StructureKind = Literal["count", "categories", "differentiated", "category_tasks"]
+StructureKind = Literal["count", "categories", "differentiated", "category_tasks", "metadata"]
+# What the document's metadata states, in the order an answer gives it, and the section each is printed in
+METADATA_INTENTS = ("number", "issuer", "date", "meeting", "recipients", "basis")
+METADATA_SECTIONS = {"number": "notice", "issuer": "distribution", "date": "distribution", "meeting": "notice",
+                      "recipients": "notice", "basis": "preamble"}
+META_SECTIONS = ("notice", "preamble", "distribution")  # where retrieval meets a question about the document
 # A "tasks of …" question names a category when this many of the five best tasks belong to it.
 CATEGORY_VOTES = 3
 
@@ -32,6 +37,7 @@ class StructureFacts:
     units: tuple[str, ...]  # what the answer cites, in order
     category: int | None = None
     document: str | None = None  # the number of the document whose annex it describes
+    intents: tuple[str, ...] = ()  # metadata: what is asked of the document (``METADATA_INTENTS``)
 
 
 class StructureReader:
@@ -73,14 +79,30 @@ class StructureReader:
         """Local ids (``read`` namespaces them)."""
         return tuple(f"task:{t.number}" for t in self.corpus.tasks if t.category_no == category)
 
-    def read(self, text: str, lang: str, wants_list: bool, ranked_tasks: Sequence[int]) -> StructureFacts | None:
-        """The structural fact ``text`` asks for, or None for an ordinary question."""
-        facts = self._read(text, lang, wants_list, ranked_tasks)
+    def read(self, text: str, lang: str, wants_list: bool, ranked_tasks: Sequence[int],
+             ranked_sections: Sequence[str] = ()) -> StructureFacts | None:
+        """The structural fact ``text`` asks for, or None for an ordinary question. ``ranked_sections``:
+        the body sections among the best-ranked units (a metadata question must meet one of the
+        notice, preamble or distribution block there)."""
+        facts = self._read(text, lang, wants_list, ranked_tasks) or self._metadata(text, lang, ranked_sections)
         if facts is None:
             return None
         body = {f"section:{s.id}" for s in self.corpus.sections}  # a plan without 二（一）/（二） cites none
         units = tuple(self.prefix + u for u in facts.units if not u.startswith("section:") or u in body)
         return replace(facts, units=units, document=self.corpus.meta.doc_number)
+
+    def _metadata(self, text: str, lang: str, ranked_sections: Sequence[str]) -> StructureFacts | None:
+        """"这个文件的文号是多少", "When was the plan issued?": facts the parsed metadata states. Read
+        only when the question names the document, asks one of those facts in so many words, and
+        retrieval meets a section that prints them."""
+        lang = "zh" if lang == "zh" else "en"
+        if not self.p[f"metadata_document_{lang}"].search(text) or not any(s in META_SECTIONS for s in ranked_sections):
+            return None
+        intents = tuple(i for i in METADATA_INTENTS if self.p[f"metadata_{i}_{lang}"].search(text))
+        if not intents:
+            return None
+        units = tuple(dict.fromkeys(f"section:{METADATA_SECTIONS[i]}" for i in intents))
+        return StructureFacts("metadata", units, intents=intents)
 
     def _read(self, text: str, lang: str, wants_list: bool, ranked_tasks: Sequence[int]) -> StructureFacts | None:
         lang = "zh" if lang == "zh" else "en"
