@@ -301,3 +301,17 @@ def test_a_new_object_sharing_only_a_light_word_with_the_cited_unit_is_read_alon
     # a word the cited unit shares nothing with is an attribute asked of it, not a new object
     fee = engine.search("And the application fee?", context=turns)
     assert fee.followup != "none" and fee.coverage != "full"
+
+
+def test_a_question_that_says_it_keeps_to_the_conversation_at_equal_coverage(engine):
+    # read alone, "它在哪些地方搞" finds consumption in general; both readings miss the shop's name
+    turns = [_turn("化妆品现场定制呢，有没有试点", ["task:42"])]
+    where = engine.search("它在哪些地方搞，具体哪个商场能体验", context=turns)
+    assert where.coverage == "partial" and where.support[0].unit_id == "task:42"
+
+
+def test_one_character_before_zhege_is_not_a_content_reference(engine):
+    # "办这个签证": a verb and a determiner, not "X那个" naming a unit
+    turns = [_turn("外籍高管来厦门能办多长的签证", ["task:74", "task:75"])]
+    fee = engine.search("办这个签证要交多少钱", context=turns)
+    assert fee.followup != "reference" and fee.structure is None and fee.coverage != "full"

@@ -304,7 +304,9 @@ class FollowupResolver:
             # "刚才说的那个", "the other one": deictic words point, they do not describe
             descriptor = self.p[f"{lang}_deictic"].sub(" " if lang == "en" else "", self._strip(descriptor, lang))
             descriptor = re.sub(r"\s+", " ", descriptor).strip()
-            if descriptor and not self.p[f"{lang}_pronoun"].fullmatch(descriptor):
+            # one Chinese character before "这个" is a verb or a measure word ("办这个签证"), not a name
+            if (descriptor and not self.p[f"{lang}_pronoun"].fullmatch(descriptor)
+                    and (lang == "en" or self._length(descriptor, "zh") >= 2)):
                 rest = f"{question[: match.start()]} {question[match.end():]}"
                 return descriptor, re.sub(r"\s+", " ", rest).strip(" ,，—-")
         return None

@@ -192,7 +192,9 @@ def run(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecutor | None,
         continuation = snapshot.followup.continuation(query, context)
         if continuation is not None:
             other = _run_resolved(snapshot, settings, pool, query, continuation, options, time.perf_counter())
-            if answers_better(other.decision, result.decision):
+            # a question that says "it" leans on the conversation: at equal coverage its continuation wins
+            if answers_better(other.decision, result.decision) or (
+                    other.decision.coverage == result.decision.coverage and snapshot.followup.refers_back(query)):
                 result = other
     result.timings_ms["total"] = (time.perf_counter() - started) * 1000
     return result
@@ -246,7 +248,7 @@ def _run_resolved(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecut
     timings["rerank"] = (time.perf_counter() - stage) * 1000
     stage = time.perf_counter()
     structure = None
-    if not pinned:
+    if not pinned and resolution.kind not in ("ordinal", "reference"):  # those read a unit's own text
         reader = scope.structure if scope is not None else snapshot.structure
         own = [snapshot.index.nodes[p].metadata for p, _ in reranked.order[:20]
                if scope is None or scope.members[p]]  # the votes of that document's own tasks
