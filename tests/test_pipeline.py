@@ -315,3 +315,16 @@ def test_one_character_before_zhege_is_not_a_content_reference(engine):
     turns = [_turn("外籍高管来厦门能办多长的签证", ["task:74", "task:75"])]
     fee = engine.search("办这个签证要交多少钱", context=turns)
     assert fee.followup != "reference" and fee.structure is None and fee.coverage != "full"
+
+
+def test_a_narrowing_is_remembered_with_the_topic_it_narrows(engine):
+    turns = [_turn("Which telecom businesses does the plan open to foreign capital?", ["task:1", "task:2", "task:3"],
+                   "en")]
+    narrowed = engine.search("Which of those still has a cap?", context=turns)
+    assert narrowed.followup == "narrowing" and "telecom businesses" in narrowed.resolved_query
+    # a later "it" attaches to the telecom topic, not to "which of those"
+    later = [*turns, _turn("Which of those still has a cap?", [h.unit_id for h in narrowed.support], "en",
+                           resolved=narrowed.resolved_query)]
+    serve = engine.search("Who is it allowed to serve?", context=later)
+    assert serve.followup == "attachment" and "telecom businesses" in serve.resolved_query
+    assert "those" not in serve.resolved_query and serve.coverage != "none"

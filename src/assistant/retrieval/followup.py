@@ -74,6 +74,7 @@ class Resolution:
     context_weight: float | None = None  # None: the configured weight; narrowing: the old citations dominate
     last_cited: tuple[str, ...] = ()  # what the previous answer cited (a substitution fuses none of it)
     switched: bool = False  # the asker said it changes the subject ("换个事，…", "Separately, …")
+    remembered: str | None = None  # what the turn stores as its resolved query, when not ``query``
 
     @property
     def rewritten(self) -> bool:
@@ -345,7 +346,9 @@ class FollowupResolver:
         if neighbour is not None:
             return Resolution("ordinal", question, pinned_units=(neighbour,))
         if shown and self._is_narrowing(question, lang):  # "which of those": of what the answer listed
-            return Resolution("narrowing", question, context_units=shown, context_query=previous, context_weight=1.0)
+            # remembered with the topic it narrows: a later "it" attaches to that topic, not to "which of those"
+            return Resolution("narrowing", question, context_units=shown, context_query=previous, context_weight=1.0,
+                              remembered=self._attach(previous, self._strip(question, lang), lang))
         if not self._is_elliptical(question, lang):
             return Resolution("none", question)
         return self._continued(question, lang, previous, cited)

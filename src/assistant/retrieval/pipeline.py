@@ -209,7 +209,7 @@ def _run_resolved(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecut
     analysis = snapshot.analyzer.analyse(resolution.query, use_lookup, resolution.also,
                                          scope.max_task if scope is not None else None, details=False)
     timings: dict[str, float] = {"analysis": (time.perf_counter() - started) * 1000}
-    resolved = resolution.query if resolution.query != query else None
+    resolved = resolution.remembered or (resolution.query if resolution.query != query else None)
     if analysis.pinyin:  # what was searched is the pinyin read as Chinese: show it, store it for follow-ups
         resolved = analysis.text
     names = list(options.retrievers) if options.retrievers is not None else list(snapshot.retrievers)
