@@ -177,6 +177,21 @@ def test_followup_narrowing_stays_within_the_previous_citations(engine):
     assert result.support and all(h.unit_id in previous for h in result.support[:2])
 
 
+def test_a_narrowing_reaches_the_category_the_last_answer_was_drawn_from(engine):
+    # the last answer cited one transport task; "those" are its category's tasks, and the ship-fuel ones hold the words
+    turns = [_turn("Which transport measures does the plan have?", ["task:46"], "en")]
+    fuel = engine.search("Which of those are about ship fuel?", context=turns)
+    assert fuel.followup == "narrowing"
+    assert {h.unit_id for h in fuel.hits[:3]} <= {"task:48", "task:49", "task:50"}
+    drugs = engine.search("其中跟药品有关的是哪些", context=[_turn("医疗健康领域有哪些开放措施？", ["task:13"])])
+    assert drugs.followup == "narrowing" and "——中" not in drugs.resolved_query  # "其中" is a cue, not "其"+"中"
+    assert {"task:19", "task:21"} <= {h.unit_id for h in drugs.support}
+    # a shown task that holds the words keeps the narrowing to the shown tasks
+    leasing = engine.search("which of those are about leasing?",
+                            context=[_turn("finance measures?", ["task:64", "task:65", "task:66"], "en")])
+    assert leasing.support and leasing.support[0].unit_id in ("task:64", "task:65", "task:66")
+
+
 def test_a_self_contained_question_drags_no_old_context(engine):
     alone = engine.search("Can foreign companies run elderly care homes?")
     switched = engine.search("Can foreign companies run elderly care homes?",

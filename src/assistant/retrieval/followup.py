@@ -148,6 +148,13 @@ class FollowupResolver:
             text = self.p[key].sub(" " if lang == "en" else "", text)
         return re.sub(r"\s+", " ", text).strip()
 
+    def narrowing_words(self, question: str) -> str:
+        """What a narrowing turn narrows by ("其中跟船用燃料油有关的有哪些" -> "跟船用燃料油有关"): its own
+        words without the narrowing cue, pronouns and question words."""
+        lang = "zh" if detect_language(question) == "zh" else "en"
+        words = self.p[f"{lang}_narrowing"].sub(" ", question)
+        return self.own_topic(self.p[f"{lang}_narrowing_filler"].sub(" ", words))
+
     def _core(self, question: str, lang: str) -> str:
         """A previous question without its final particle and punctuation (its topic)."""
         return self.p[f"{lang}_tail"].sub("", question.strip())
@@ -348,10 +355,14 @@ class FollowupResolver:
         if shown and self._is_narrowing(question, lang):  # "which of those": of what the answer listed
             # remembered with the topic it narrows: a later "it" attaches to that topic, not to "which of those"
             return Resolution("narrowing", question, context_units=shown, context_query=previous, context_weight=1.0,
-                              remembered=self._attach(previous, self._strip(question, lang), lang))
+                              remembered=self._attach(previous, self._narrowed(question, lang), lang))
         if not self._is_elliptical(question, lang):
             return Resolution("none", question)
         return self._continued(question, lang, previous, cited)
+
+    def _narrowed(self, question: str, lang: str) -> str:
+        """A narrowing turn's ask without its cue ("其中" would leave "中" once "其" is read as a pronoun)."""
+        return self._strip(self.p[f"{lang}_narrowing"].sub(" " if lang == "en" else "", question), lang)
 
     def _continued(self, question: str, lang: str, previous: str, cited: tuple[str, ...]) -> Resolution:
         kind, query = self._rewrite(question, lang, previous)

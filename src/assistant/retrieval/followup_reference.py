@@ -10,6 +10,7 @@ other readings (a descriptor can be a predicate: "你刚才说的那个").
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -118,3 +119,36 @@ def pronoun_reference(snapshot: Snapshot, question: str, turns: Sequence[PriorTu
     if unit is None:
         return None
     return snapshot.followup.refer(question, turns, unit, topic_of(unit, question), question)
+
+
+# A narrowing names what it narrows by; the tasks the last answer showed should hold those words
+NARROWING_HOLDS = 0.75
+
+
+def widened_narrowing(snapshot: Snapshot, question: str, resolution: Resolution) -> Resolution | None:
+    """A narrowing whose words no task the last answer showed holds, while other tasks of the same
+    categories do ("其中跟船用燃料油有关的有哪些" after "交通运输这块有哪些措施" was answered with one
+    task): "those" are the category the answer was drawn from, so its tasks that hold the words join
+    the old citations as context. None when a shown task holds the words or no sibling does."""
+    if resolution.kind != "narrowing":
+        return None
+    words = snapshot.followup.narrowing_words(question)
+    if not words:
+        return None
+    shares, mass = unit_shares(snapshot, words)
+    if mass < REFERENCE_MASS:
+        return None
+    index = snapshot.index
+    shown = [index.unit_index[u] for u in resolution.context_units if u in index.unit_index]
+    # tasks only: a body section quotes its tasks' words without being one of "those"
+    shown_tasks = [p for p in shown if index.nodes[p].metadata.get("task")]
+    if not shown_tasks or float(shares[shown_tasks].max()) >= NARROWING_HOLDS:
+        return None
+    categories = {index.nodes[p].metadata.get("category_no") for p in shown_tasks}
+    siblings = [p for p, node in enumerate(index.nodes) if node.metadata.get("task") and p not in shown_tasks
+                and node.metadata.get("category_no") in categories and shares[p] >= NARROWING_HOLDS]
+    if not siblings:
+        return None
+    siblings.sort(key=lambda p: -float(shares[p]))
+    units = tuple(index.nodes[p].node_id for p in siblings) + resolution.context_units
+    return replace(resolution, context_units=units)

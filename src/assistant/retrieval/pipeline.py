@@ -31,7 +31,7 @@ from assistant.retrieval.documents import DocumentScope, candidate_filter, evide
 from assistant.retrieval.evidence import FORM_EMBEDDER, QuerySide, evidence
 from assistant.retrieval.followup import FollowupResolver, PriorTurn, Resolution
 from assistant.retrieval.followup_decision import answers_better, followup_decision, names_new_object
-from assistant.retrieval.followup_reference import content_reference, pronoun_reference
+from assistant.retrieval.followup_reference import content_reference, pronoun_reference, widened_narrowing
 from assistant.retrieval.fusion import fuse
 from assistant.retrieval.neighbours import neighbours_after_support
 from assistant.retrieval.rerank import ClauseRelevance, QuestionTerms, RerankResult, rerank, sentences
@@ -180,6 +180,7 @@ def run(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecutor | None,
         if resolution.kind == "attachment":  # "它说的一箱到底": the shown unit the turn's own words name
             resolution = pronoun_reference(snapshot, query, context, resolution,
                                            lambda unit, q: _unit_topic(snapshot, unit, q)) or resolution
+        resolution = widened_narrowing(snapshot, query, resolution) or resolution  # "其中跟…有关的" beyond those
     new_object = names_new_object(snapshot, resolution, query)
     if new_object:  # "and app stores, any cap left?": about another unit than those just cited, read alone
         resolution = Resolution("none", query)
