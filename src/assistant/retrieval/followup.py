@@ -149,8 +149,9 @@ class FollowupResolver:
         return re.sub(r"\s+", " ", text).strip()
 
     def narrowing_words(self, question: str) -> str:
-        """What a narrowing turn narrows by ("其中跟船用燃料油有关的有哪些" -> "跟船用燃料油有关"): its own
-        words without the narrowing cue, pronouns and question words."""
+        """What a narrowing turn narrows by ("其中跟船用燃料油有关的有哪些" -> "船用燃料油"): its own words
+        without the narrowing cue, the filler around them ("跟…有关的", "are about"), pronouns and
+        question words."""
         lang = "zh" if detect_language(question) == "zh" else "en"
         words = self.p[f"{lang}_narrowing"].sub(" ", question)
         return self.own_topic(self.p[f"{lang}_narrowing_filler"].sub(" ", words))
