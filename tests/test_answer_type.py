@@ -81,6 +81,35 @@ def test_unmet_only_when_the_evidence_lacks_the_fact():
     assert unmet_types("方案已经通过了吗？", ["已经第145次市政府常务会议研究通过"]) == set()
 
 
+def test_indefinite_ji_is_not_a_question_word():
+    # "十几年", "收治了几个患者", "哪几条": a dozen-odd years, a few patients, which ones: nothing to count
+    assert not expected_types("我在高雄干了十几年了，想在厦门开个小诊所，行不行？") & {"duration", "quantity"}
+    assert "quantity" not in expected_types("我们医院收治了几个罕见病患者，能不能申请进口药？")
+    assert "quantity" not in expected_types("给船加燃料油相关的措施有哪几条？")
+    assert "quantity" not in expected_types("好几家银行都在问，这个能做吗？")
+    # a question word still asks
+    assert "duration" in expected_types("签证能办几年？")
+    assert "quantity" in expected_types("厦门有几个片区？")
+
+
+def test_a_removed_cap_answers_a_question_about_the_cap():
+    # "Is there still a cap?" is answered by a task that removes it; a task that only relaxes it states no figure
+    assert unmet_types("Is there still a cap on foreign ownership of app stores?",
+                       ["Remove the foreign equity ratio restrictions on app store services."]) == set()
+    assert unmet_types("外资占股有没有上限？", ["取消应用商店服务业务外资股比限制。"]) == set()
+    assert unmet_types("外资最多能占多少？", ["依法放宽电信增值服务外资股比限制"]) == {"quantity"}
+
+
+def test_one_word_before_the_place_noun_still_asks_for_a_place():
+    assert "place" in expected_types("Which border ports will the green channel connect Xiamen to?")
+    assert "place" in expected_types("Where are the testing platforms located?")
+
+
+def test_colloquial_and_verb_forms_of_the_asked_detail():
+    assert "date" in expected_types("那个口岸啥时候建好？")  # 啥 is the spoken 什么
+    assert "money" in expected_types("What do they charge for it?")
+
+
 def test_place_check_ignores_places_the_plan_names():
     check = PlaceCheck(_vocabulary().gazetteer,
                        ["支持港澳台医师在厦门开办诊所", "doctors from Hong Kong, Macao and Taiwan", "福建自贸试验区"])

@@ -192,6 +192,44 @@ def test_a_narrowing_reaches_the_category_the_last_answer_was_drawn_from(engine)
     assert leasing.support and leasing.support[0].unit_id in ("task:64", "task:65", "task:66")
 
 
+def test_a_narrowing_lists_the_shown_tasks_that_hold_any_one_of_its_alternatives(engine):
+    # "A or B": a task about either one is meant; the others the last answer showed are left out
+    medical = _turn("医疗健康这块有哪些措施？", ["task:19", "task:20", "task:21", "task:22", "task:23"])
+    either = engine.search("其中跟数据或者中医有关的是哪几条", context=[medical])
+    assert either.followup == "narrowing" and either.coverage == "full"
+    assert [h.unit_id for h in either.support] == ["task:22", "task:23"]  # in the order they were shown
+    finance = _turn("What does the plan do for finance?", ["task:34", "task:35", "task:64", "task:65", "task:66"], "en")
+    english = engine.search("Which of those involve credit ratings or chip equipment?", context=[finance])
+    assert [h.unit_id for h in english.support] == ["task:35", "task:64"]
+    # "哪几条" asks which of them, like "哪几项"
+    assert engine.snapshot.followup.narrowing_alternatives("跟职业资格、执业有关的是哪几条") == ("职业资格", "执业")
+
+
+def test_a_question_counting_the_plans_own_items_is_answered_by_the_list(engine):
+    analyse = engine.snapshot.analyzer.analyse
+    # "how many of its tasks": the cited tasks are the count; a count of anything else still asks a figure
+    assert "quantity" not in analyse("数字身份和电子签名跨境互认，方案里有多少项相关的？").asked
+    assert "quantity" not in analyse("How many measures are about e-signatures?").asked
+    assert "quantity" in analyse("外资持股比例上限是多少？").asked
+    assert "quantity" in analyse("跨境服务贸易负面清单一共有多少条？").asked  # the items of another list
+    result = engine.search("数字身份和电子签名跨境互认，方案里有多少项相关的？")
+    assert result.coverage == "full" and {"task:97", "task:98"} & {h.unit_id for h in result.support}
+
+
+def test_a_follow_up_naming_a_body_the_plan_never_mentions_is_not_answered_fully(engine):
+    from assistant.retrieval.followup_decision import unknown_names
+
+    fuel = _turn("What does the plan say about bio-blended marine fuel?", ["task:50", "task:48"], "en")
+    imo = engine.search("And how does the IMO count bio-blends under its carbon intensity rules?", context=[fuel])
+    assert imo.coverage != "full" and "IMO" in imo.decision.reason
+    # a name the plan holds keeps the answer full; the same question alone is left to the scope model
+    assert unknown_names(engine.snapshot, "And PEPPOL, which platform is that?") == []
+    assert unknown_names(engine.snapshot, "Would CAAC accept our EASA approval?") == ["CAAC", "EASA"]
+    peppol = engine.search("And PEPPOL, can e-invoices connect to it?",
+                           context=[_turn("电子发票跨境互认有什么措施？", ["task:99"])])
+    assert peppol.coverage == "full" and peppol.support[0].unit_id == "task:99"
+
+
 def test_a_self_contained_question_drags_no_old_context(engine):
     alone = engine.search("Can foreign companies run elderly care homes?")
     switched = engine.search("Can foreign companies run elderly care homes?",

@@ -84,6 +84,10 @@ class SparseIndex:
         postings = self._postings(token)
         return 0 if postings is None else len(postings)
 
+    def knows(self, word: str) -> bool:
+        """Whether any unit holds one of ``word``'s indexed forms (a stop word counts as known)."""
+        return all(any(self.document_frequency(f) for f in forms) for forms in self.analyzer.words(word))
+
     def _postings(self, token: str) -> np.ndarray | None:
         token_id = self._model.vocab_dict.get(token)
         if token_id is None:

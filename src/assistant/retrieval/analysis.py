@@ -84,6 +84,9 @@ class QueryAnalyzer:
         self._zh_cue = re.compile("|".join(re.escape(c) for c in cues.zh))
         self._en_cue = re.compile(r"\b(?:" + "|".join(re.escape(c) for c in cues.en) + r")\b", re.IGNORECASE)
         self._list = {"zh": re.compile(cues.list_zh), "en": re.compile(cues.list_en, re.IGNORECASE)}
+        # "方案里有几条相关的", "how many measures": counts the plan's own items, which the cited list answers
+        self._counts_items = {lang: re.compile(cues.structure.get(f"plan_items_{lang}", "(?!)"), re.IGNORECASE)
+                              for lang in ("zh", "en")}
 
     def analyse(self, query: str, use_lookup: bool = True, also: tuple[str, ...] = (),
                 max_task: int | None = None, details: bool = True) -> QueryAnalysis:
@@ -109,7 +112,10 @@ class QueryAnalyzer:
     def with_details(self, analysis: QueryAnalysis) -> QueryAnalysis:
         """``analysis`` with the asked detail types, the unknown places and whether it wants a list."""
         text = analysis.text
-        return replace(analysis, asked=frozenset(self.answer_types.expected(text)),
+        asked = self.answer_types.expected(text)
+        if self._counts_items["zh" if analysis.lang == "zh" else "en"].search(text):
+            asked.discard("quantity")
+        return replace(analysis, asked=frozenset(asked),
                        places=frozenset(self.asked_places(text, analysis.lang)),
                        wants_list=bool(self._list["zh" if analysis.lang == "zh" else "en"].search(text)))
 

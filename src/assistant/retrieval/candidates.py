@@ -115,6 +115,9 @@ class SparseRetriever(BaseRetriever):
     def coverage(self, query: str, unit_position: int) -> tuple[float, float]:
         return self.sparse.coverage(query, int(self._to_units[unit_position]))
 
+    def knows(self, word: str) -> bool:
+        return self.sparse.knows(word)
+
     def held(self, query: str) -> tuple[np.ndarray, float]:
         """:meth:`SparseIndex.held` by unit position of the loaded index."""
         found, weight = self.sparse.held(query)

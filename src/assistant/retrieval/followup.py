@@ -153,8 +153,16 @@ class FollowupResolver:
         without the narrowing cue, the filler around them ("跟…有关的", "are about"), pronouns and
         question words."""
         lang = "zh" if detect_language(question) == "zh" else "en"
-        words = self.p[f"{lang}_narrowing"].sub(" ", question)
-        return self.own_topic(self.p[f"{lang}_narrowing_filler"].sub(" ", words))
+        return self.own_topic(self.p[f"{lang}_narrowing_filler"].sub(" ", self._narrowed(question, lang)))
+
+    def narrowing_alternatives(self, question: str) -> tuple[str, ...]:
+        """The alternatives a narrowing turn names ("跟职业资格、执业有关的" -> ("职业资格", "执业"),
+        "about customs or bonded arrangements" -> ("customs", "bonded arrangements")): a unit about
+        any one of them is meant."""
+        lang = "zh" if detect_language(question) == "zh" else "en"
+        words = self.p[f"{lang}_narrowing_filler"].sub(" ", self._narrowed(question, lang))
+        parts = (self.own_topic(part) for part in self.p[f"{lang}_narrowing_or"].split(words))
+        return tuple(part for part in parts if part)
 
     def _core(self, question: str, lang: str) -> str:
         """A previous question without its final particle and punctuation (its topic)."""

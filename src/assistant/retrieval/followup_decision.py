@@ -98,6 +98,31 @@ def names_new_object(snapshot: Snapshot, resolution: Resolution, question: str) 
     return held_here > 0 and elsewhere >= FULLY_NAMED and mass - held_here >= MISSING_MASS
 
 
+def unknown_names(snapshot: Snapshot, question: str) -> list[str]:
+    """The acronyms ``question`` names that no unit's text or knowledge holds ("IMO", "EASA", "FDA")."""
+    lexical = [r for name in ("bm25", "bm25" + KNOWLEDGE_SUFFIX)
+               if hasattr(r := snapshot.retrievers.get(name), "knows")]
+    if not lexical:
+        return []
+    names = dict.fromkeys(m.group() for m in snapshot.followup.p["name_acronym"].finditer(question))
+    return [n for n in names if not any(r.knows(n) for r in lexical)]
+
+
+def names_the_unknown(snapshot: Snapshot, question: str, decision: Decision) -> Decision:
+    """A follow-up answered fully that names a body or regime the plan never mentions ("And how does
+    the IMO count bio-blends?", "Would CAAC accept our EASA approval?") asks about something beside the
+    topic: the plan addresses the topic, not that. Read on follow-ups only: resolved with the
+    conversation's topic, their own unknown words weigh little in the scope model's evidence (on the dev
+    and fresh conversations every follow-up naming such an acronym was out of scope or partial; single
+    questions naming one were not: "ERP software", "GPU compute")."""
+    if decision.coverage != "full":
+        return decision
+    unknown = unknown_names(snapshot, question)
+    if not unknown:
+        return decision
+    return replace(decision, coverage="partial", reason=f"names {', '.join(unknown)}, which the plan never mentions")
+
+
 def followup_decision(snapshot: Snapshot, resolution: Resolution, decision: Decision,
                        support: list[Hit]) -> Decision:
     """What a follow-up's resolution adds to the calibrated decision (fitted on single questions)."""

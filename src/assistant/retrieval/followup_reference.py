@@ -4,7 +4,8 @@ The follow-up stage reads the form (a descriptor before "那个/那项", "the �
 what the descriptor names is read from the units: among the units the last few answers showed, the
 one that holds most of the descriptor's words (IDF-weighted, in its text or its task knowledge),
 ties broken by BM25 over the descriptor. No unit holding enough of them leaves the turn to the
-other readings (a descriptor can be a predicate: "你刚才说的那个").
+other readings (a descriptor can be a predicate: "你刚才说的那个"). The same shares pick the unit a
+pronoun turn's own words name and the units a narrowing turn keeps.
 """
 
 from __future__ import annotations
@@ -125,30 +126,40 @@ def pronoun_reference(snapshot: Snapshot, question: str, turns: Sequence[PriorTu
 NARROWING_HOLDS = 0.75
 
 
-def widened_narrowing(snapshot: Snapshot, question: str, resolution: Resolution) -> Resolution | None:
-    """A narrowing whose words no task the last answer showed holds, while other tasks of the same
-    categories do ("其中跟船用燃料油有关的有哪些" after "交通运输这块有哪些措施" was answered with one
-    task): "those" are the category the answer was drawn from, so its tasks that hold the words join
-    the old citations as context. None when a shown task holds the words or no sibling does."""
+def _alternative_shares(snapshot: Snapshot, question: str) -> np.ndarray | None:
+    """Per unit, the best share it holds of any one alternative the narrowing names (None when no
+    alternative carries a distinctive word)."""
+    best = None
+    for words in snapshot.followup.narrowing_alternatives(question):
+        shares, mass = unit_shares(snapshot, words)
+        if mass >= REFERENCE_MASS:
+            best = shares if best is None else np.maximum(best, shares)
+    return best
+
+
+def narrowed_units(snapshot: Snapshot, question: str, resolution: Resolution) -> Resolution | None:
+    """The units a narrowing selects, pinned in the order the last answer showed them: the shown
+    tasks that hold one of its alternatives ("其中跟职业资格、执业有关的"). When no shown task holds
+    one but tasks of the same categories do ("其中跟船用燃料油有关的有哪些" after "交通运输这块有哪些
+    措施" was answered with one task), "those" are the category the answer was drawn from: those tasks,
+    most held first. None when neither holds any (the turn stays a weighted narrowing)."""
     if resolution.kind != "narrowing":
         return None
-    words = snapshot.followup.narrowing_words(question)
-    if not words:
-        return None
-    shares, mass = unit_shares(snapshot, words)
-    if mass < REFERENCE_MASS:
+    shares = _alternative_shares(snapshot, question)
+    if shares is None:
         return None
     index = snapshot.index
     shown = [index.unit_index[u] for u in resolution.context_units if u in index.unit_index]
     # tasks only: a body section quotes its tasks' words without being one of "those"
     shown_tasks = [p for p in shown if index.nodes[p].metadata.get("task")]
-    if not shown_tasks or float(shares[shown_tasks].max()) >= NARROWING_HOLDS:
+    if not shown_tasks:
         return None
-    categories = {index.nodes[p].metadata.get("category_no") for p in shown_tasks}
-    siblings = [p for p, node in enumerate(index.nodes) if node.metadata.get("task") and p not in shown_tasks
-                and node.metadata.get("category_no") in categories and shares[p] >= NARROWING_HOLDS]
-    if not siblings:
+    holders = [p for p in shown_tasks if shares[p] >= NARROWING_HOLDS]
+    if not holders:
+        categories = {index.nodes[p].metadata.get("category_no") for p in shown_tasks}
+        holders = sorted((p for p, node in enumerate(index.nodes) if node.metadata.get("task")
+                          and node.metadata.get("category_no") in categories and shares[p] >= NARROWING_HOLDS),
+                         key=lambda p: -float(shares[p]))
+    if not holders:
         return None
-    siblings.sort(key=lambda p: -float(shares[p]))
-    units = tuple(index.nodes[p].node_id for p in siblings) + resolution.context_units
-    return replace(resolution, context_units=units)
+    return replace(resolution, pinned_units=tuple(index.nodes[p].node_id for p in holders))

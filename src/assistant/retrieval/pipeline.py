@@ -30,8 +30,8 @@ from assistant.retrieval.candidates import QueryEncoder, Retriever, encoder_of, 
 from assistant.retrieval.documents import DocumentScope, candidate_filter, evidence_scores, restrict
 from assistant.retrieval.evidence import FORM_EMBEDDER, QuerySide, evidence
 from assistant.retrieval.followup import FollowupResolver, PriorTurn, Resolution
-from assistant.retrieval.followup_decision import answers_better, followup_decision, names_new_object
-from assistant.retrieval.followup_reference import content_reference, pronoun_reference, widened_narrowing
+from assistant.retrieval.followup_decision import answers_better, followup_decision, names_new_object, names_the_unknown
+from assistant.retrieval.followup_reference import content_reference, narrowed_units, pronoun_reference
 from assistant.retrieval.fusion import fuse
 from assistant.retrieval.neighbours import neighbours_after_support
 from assistant.retrieval.rerank import ClauseRelevance, QuestionTerms, RerankResult, rerank, sentences
@@ -180,7 +180,7 @@ def run(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecutor | None,
         if resolution.kind == "attachment":  # "它说的一箱到底": the shown unit the turn's own words name
             resolution = pronoun_reference(snapshot, query, context, resolution,
                                            lambda unit, q: _unit_topic(snapshot, unit, q)) or resolution
-        resolution = widened_narrowing(snapshot, query, resolution) or resolution  # "其中跟…有关的" beyond those
+        resolution = narrowed_units(snapshot, query, resolution) or resolution  # "其中跟…有关的": those that are
     new_object = names_new_object(snapshot, resolution, query)
     if new_object:  # "and app stores, any cap left?": about another unit than those just cited, read alone
         resolution = Resolution("none", query)
@@ -197,6 +197,8 @@ def run(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecutor | None,
             if answers_better(other.decision, result.decision) or (
                     other.decision.coverage == result.decision.coverage and snapshot.followup.refers_back(query)):
                 result = other
+    if context:  # "And how does the IMO count bio-blends?": a name the plan never mentions
+        result = replace(result, decision=names_the_unknown(snapshot, query, result.decision))
     result.timings_ms["total"] = (time.perf_counter() - started) * 1000
     return result
 
@@ -264,6 +266,8 @@ def _run_resolved(snapshot: Snapshot, settings: Settings, pool: ThreadPoolExecut
         source = ("the document's metadata" if structure.kind == "metadata"
                   else f"the annex's structure ({structure.kind})")
         decision = Decision("full", 1.0, reason=f"stated by {source}")
+    elif pinned and resolution.kind == "narrowing":
+        decision = Decision("full", 1.0, reason="the units of the last answer that it narrows to")
     elif pinned:
         decision = lookup_decision(True)
     elif analysis.lookup:
