@@ -148,13 +148,6 @@ class FollowupResolver:
             text = self.p[key].sub(" " if lang == "en" else "", text)
         return re.sub(r"\s+", " ", text).strip()
 
-    def narrowing_words(self, question: str) -> str:
-        """What a narrowing turn narrows by ("其中跟船用燃料油有关的有哪些" -> "船用燃料油"): its own words
-        without the narrowing cue, the filler around them ("跟…有关的", "are about"), pronouns and
-        question words."""
-        lang = "zh" if detect_language(question) == "zh" else "en"
-        return self.own_topic(self.p[f"{lang}_narrowing_filler"].sub(" ", self._narrowed(question, lang)))
-
     def narrowing_alternatives(self, question: str) -> tuple[str, ...]:
         """The alternatives a narrowing turn names ("跟职业资格、执业有关的" -> ("职业资格", "执业"),
         "about customs or bonded arrangements" -> ("customs", "bonded arrangements")): a unit about
