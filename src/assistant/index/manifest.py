@@ -100,11 +100,11 @@ def index_config(settings: Settings, embedders: dict) -> dict:
 
 
 def scope_data_fingerprint(settings: Settings) -> str | None:
-    """The labelled questions the scope model is calibrated on (eval dev split, calibration set and
-    the blind-written dev questions): an index calibrated on other data is stale."""
+    """The labelled questions the scope model is calibrated on (eval dev split + calibration set):
+    an index calibrated on other data is stale."""
     digest = hashlib.sha256()
     found = False
-    for name in ("questions.jsonl", "calibration.jsonl", "dev/questions.jsonl"):
+    for name in ("questions.jsonl", "calibration.jsonl"):
         path = settings.eval_path / name
         if path.is_file():
             digest.update(name.encode() + b"\0" + path.read_bytes())
